@@ -1,0 +1,122 @@
+"""The split-model contract shared by the edge (head) and the server (tail)."""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+#: The split point at which the edge sends the (encoded) input image itself.
+INPUT_SPLIT = "input"
+
+
+class SplitError(ValueError):
+    """Features, split point or metadata that the model cannot accept."""
+
+
+@dataclass(frozen=True)
+class FrameMeta:
+    """What the tail needs to know about the frame besides the features.
+
+    Detection heads resize and pad the image; the tail needs both sizes to
+    build anchors and to map boxes back to the caller's pixel coordinates.
+    """
+
+    original_size: tuple[int, int]
+    resized_size: tuple[int, int]
+    batch_size_hw: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Name and expected channel count of one tensor crossing the split."""
+
+    name: str
+    channels: int
+
+
+class SplitModel(ABC, nn.Module):
+    """A network that can be cut at named points into head and tail.
+
+    ``head(image, split)`` runs on the edge and returns the tensors that cross
+    the network; ``tail(features, meta, split)`` runs on the server and returns
+    the model's outputs.  For every split point ``tail(*head(x))`` equals
+    ``full(x)``.
+    """
+
+    task: str = "detection"
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+        self._fingerprint: str | None = None
+
+    # -- the contract ---------------------------------------------------------
+    @property
+    @abstractmethod
+    def split_points(self) -> list[str]:
+        """Split points from the earliest (``input``) to the latest."""
+
+    @abstractmethod
+    def head(self, image: Tensor, split: str) -> tuple[OrderedDict[str, Tensor], FrameMeta]:
+        """Edge side: ``image`` is CHW float in [0, 1]."""
+
+    @abstractmethod
+    def tail(self, features: OrderedDict[str, Tensor], meta: FrameMeta, split: str) -> dict[str, Tensor]:
+        """Server side: outputs in the original image's coordinates."""
+
+    @abstractmethod
+    def full(self, image: Tensor) -> dict[str, Tensor]:
+        """The unsplit reference model (the torchvision forward)."""
+
+    @abstractmethod
+    def feature_specs(self, split: str) -> list[FeatureSpec]:
+        """The tensors that cross the network at ``split``, in order."""
+
+    @property
+    @abstractmethod
+    def output_names(self) -> list[str]:
+        """Names of the outputs ``tail`` returns, in wire order."""
+
+    # -- shared helpers -------------------------------------------------------
+    def check_split(self, split: str) -> None:
+        if split not in self.split_points:
+            raise SplitError(
+                f"model {self.name!r} has no split point {split!r}; "
+                f"choose one of {', '.join(self.split_points)}"
+            )
+
+    def check_features(self, features: OrderedDict[str, Tensor], split: str) -> None:
+        """Reject features that would make the tail fail or, worse, lie."""
+        self.check_split(split)
+        specs = self.feature_specs(split)
+        names = list(features.keys())
+        expected = [s.name for s in specs]
+        if names != expected:
+            raise SplitError(f"split {split!r} of {self.name!r} expects tensors {expected}, got {names}")
+        for spec in specs:
+            t = features[spec.name]
+            if t.dim() != 4 or t.shape[0] != 1 or t.shape[1] != spec.channels:
+                raise SplitError(
+                    f"tensor {spec.name!r} at split {split!r} must have shape [1, {spec.channels}, H, W], "
+                    f"got {tuple(t.shape)}"
+                )
+            if not torch.isfinite(t).all():
+                raise SplitError(f"tensor {spec.name!r} contains NaN or infinite values")
+
+    def fingerprint(self) -> str:
+        """A short hash of the weights; head and tail must agree on it."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            for key, value in self.state_dict().items():
+                tensor = value.detach().cpu().contiguous()
+                digest.update(key.encode())
+                digest.update(str(tensor.dtype).encode())
+                digest.update(str(tuple(tensor.shape)).encode())
+                digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+            self._fingerprint = digest.hexdigest()[:16]
+        return self._fingerprint

@@ -1,0 +1,188 @@
+"""The model zoo: split-able torchvision models registered by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.models import detection as tvd
+from torchvision.models import mobilenet_v3_large, resnet18, resnet50
+
+from .base import SplitModel
+from .classification import ClassificationSplitModel
+from .detection import DetectionSplitModel, predict_fcos, predict_rcnn, predict_retinanet, predict_ssd
+from .stages import Stage
+
+ModelBuilder = Callable[..., SplitModel]
+_REGISTRY: dict[str, ModelBuilder] = {}
+
+#: Seed for weights=None, so that an edge and a server building the same
+#: untrained model in different processes get identical weights.
+UNTRAINED_SEED = 0
+
+
+def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
+    def add(builder: ModelBuilder) -> ModelBuilder:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is already registered")
+        _REGISTRY[name] = builder
+        return builder
+
+    return add
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def build_model(name: str, weights: str | Path | None = None, **kwargs: Any) -> SplitModel:
+    """Build a registered model in eval mode.
+
+    ``weights`` is ``None`` (deterministic untrained weights), a safetensors
+    file written by splitrt, or ``"DEFAULT"`` for torchvision's pretrained
+    weights (downloads; never used by tests).
+    """
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown model {name!r}; registered: {', '.join(list_models())}")
+    tv_weights = "DEFAULT" if weights == "DEFAULT" else None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(UNTRAINED_SEED)
+        model = _REGISTRY[name](tv_weights=tv_weights, **kwargs)
+    if weights not in (None, "DEFAULT"):
+        load_weights(model, Path(weights))
+    return model.eval()
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Load a safetensors file (never a pickle) into ``model``, strictly."""
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    state = load_file(str(path))
+    model.load_state_dict(state, strict=True)
+    model._fingerprint = None
+
+
+def save_weights(model: nn.Module, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+
+
+# -- backbone flattening ----------------------------------------------------------------
+def _body_stages(body: nn.Module) -> list[Stage]:
+    """Stages of torchvision's IntermediateLayerGetter, keeping its return names."""
+    return [Stage(module, body.return_layers.get(name)) for name, module in body.named_children()]
+
+
+def _resnet_cuts(names: list[str]) -> dict[str, int]:
+    cuts = {"stem": names.index("maxpool") + 1}
+    cuts.update({n: names.index(n) + 1 for n in names if n.startswith("layer")})
+    return cuts
+
+
+def _mobilenet_cuts(blocks: list[nn.Module], offset: int = 0) -> dict[str, int]:
+    """Cut after the last block at each resolution, i.e. before each downsampling block."""
+    ends = [i - 1 for i, b in enumerate(blocks) if getattr(b, "_is_cn", False) and i > 1]
+    return {f"features.{i}": offset + i + 1 for i in ends}
+
+
+def _fpn_detector(name: str, detector: nn.Module, predict: Any, mobilenet: bool) -> DetectionSplitModel:
+    body = detector.backbone.body
+    stages = _body_stages(body)
+    names = [n for n, _ in body.named_children()]
+    if mobilenet:
+        cuts = _mobilenet_cuts([m for _, m in body.named_children()])
+        cuts["body"] = len(stages)
+    else:
+        cuts = _resnet_cuts(names)
+    return DetectionSplitModel(name, detector, stages, cuts, predict, neck=detector.backbone.fpn)
+
+
+def _detector_kwargs(kwargs: dict[str, Any], tv_weights: Any) -> dict[str, Any]:
+    out = dict(kwargs)
+    out.setdefault("weights", tv_weights)
+    out.setdefault("weights_backbone", None)
+    if tv_weights is None:
+        out.setdefault("num_classes", 91)
+    return out
+
+
+@register_model("fasterrcnn_resnet50_fpn")
+def fasterrcnn_resnet50_fpn(tv_weights: Any = None, **kwargs: Any) -> SplitModel:
+    det = tvd.fasterrcnn_resnet50_fpn(**_detector_kwargs(kwargs, tv_weights))
+    return _fpn_detector("fasterrcnn_resnet50_fpn", det, predict_rcnn, mobilenet=False)
+
+
+@register_model("fasterrcnn_mobilenet_v3_large_fpn")
+def fasterrcnn_mobilenet_v3_large_fpn(tv_weights: Any = None, **kwargs: Any) -> SplitModel:
+    det = tvd.fasterrcnn_mobilenet_v3_large_fpn(**_detector_kwargs(kwargs, tv_weights))
+    return _fpn_detector("fasterrcnn_mobilenet_v3_large_fpn", det, predict_rcnn, mobilenet=True)
+
+
+@register_model("retinanet_resnet50_fpn")
+def retinanet_resnet50_fpn(tv_weights: Any = None, **kwargs: Any) -> SplitModel:
+    det = tvd.retinanet_resnet50_fpn(**_detector_kwargs(kwargs, tv_weights))
+    return _fpn_detector("retinanet_resnet50_fpn", det, predict_retinanet, mobilenet=False)
+
+
+@register_model("fcos_resnet50_fpn")
+def fcos_resnet50_fpn(tv_weights: Any = None, **kwargs: Any) -> SplitModel:
+    det = tvd.fcos_resnet50_fpn(**_detector_kwargs(kwargs, tv_weights))
+    return _fpn_detector("fcos_resnet50_fpn", det, predict_fcos, mobilenet=False)
+
+
+@register_model("ssdlite320_mobilenet_v3_large")
+def ssdlite320_mobilenet_v3_large(tv_weights: Any = None, **kwargs: Any) -> SplitModel:
+    det = tvd.ssdlite320_mobilenet_v3_large(**_detector_kwargs(kwargs, tv_weights))
+    extractor = det.backbone
+    to_c4, to_c5 = list(extractor.features[0]), list(extractor.features[1])
+    stages = [Stage(m) for m in to_c4[:-1]] + [Stage(to_c4[-1], "0")]
+    stages += [Stage(m) for m in to_c5[:-1]] + [Stage(to_c5[-1], "1")]
+    stages += [Stage(m, str(2 + i)) for i, m in enumerate(extractor.extra)]
+    cuts = _mobilenet_cuts(to_c4)
+    cuts.update({"c4": len(to_c4), "c5": len(to_c4) + len(to_c5), "backbone": len(stages)})
+    return DetectionSplitModel("ssdlite320_mobilenet_v3_large", det, stages, cuts, predict_ssd)
+
+
+def _classifier_kwargs(kwargs: dict[str, Any], tv_weights: Any) -> tuple[dict[str, Any], int]:
+    out = dict(kwargs)
+    size = out.pop("image_size", 224)
+    out.setdefault("weights", tv_weights)
+    return out, size
+
+
+@register_model("resnet18")
+def resnet18_classifier(tv_weights: Any = None, **kwargs: Any) -> SplitModel:
+    return _resnet_classifier("resnet18", resnet18, tv_weights, kwargs)
+
+
+@register_model("resnet50")
+def resnet50_classifier(tv_weights: Any = None, **kwargs: Any) -> SplitModel:
+    return _resnet_classifier("resnet50", resnet50, tv_weights, kwargs)
+
+
+def _resnet_classifier(name: str, factory: Any, tv_weights: Any, kwargs: dict[str, Any]) -> SplitModel:
+    tv_kwargs, size = _classifier_kwargs(kwargs, tv_weights)
+    net = factory(**tv_kwargs)
+    names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool"]
+    stages = [Stage(getattr(net, n)) for n in names] + [Stage(nn.Flatten(1)), Stage(net.fc)]
+    cuts = _resnet_cuts(names)
+    cuts["pool"] = len(names) + 1
+    return ClassificationSplitModel(name, net, stages, cuts, size)
+
+
+@register_model("mobilenet_v3_large")
+def mobilenet_v3_large_classifier(tv_weights: Any = None, **kwargs: Any) -> SplitModel:
+    tv_kwargs, size = _classifier_kwargs(kwargs, tv_weights)
+    net = mobilenet_v3_large(**tv_kwargs)
+    blocks = list(net.features)
+    stages = [Stage(b) for b in blocks] + [Stage(net.avgpool), Stage(nn.Flatten(1)), Stage(net.classifier)]
+    cuts = _mobilenet_cuts(blocks)
+    cuts["features"] = len(blocks)
+    cuts["pool"] = len(blocks) + 2
+    return ClassificationSplitModel("mobilenet_v3_large", net, stages, cuts, size)
