@@ -1,0 +1,13 @@
+"""splitrt: an edge-cloud split-computing runtime for DNN inference."""
+
+__version__ = "0.1.0"
+
+
+def connect(target: str, model: str, **kwargs):
+    """Open a client to a splitrt (or KServe v2) server; see :class:`splitrt.edge.client.SplitClient`."""
+    from .edge.client import SplitClient
+
+    return SplitClient(target, model, **kwargs)
+
+
+__all__ = ["__version__", "connect"]

@@ -124,6 +124,13 @@ def fasterrcnn_mobilenet_v3_large_fpn(tv_weights: Any = None, **kwargs: Any) -> 
     return _fpn_detector("fasterrcnn_mobilenet_v3_large_fpn", det, predict_rcnn, mobilenet=True)
 
 
+@register_model("fasterrcnn_mobilenet_v3_large_320_fpn")
+def fasterrcnn_mobilenet_v3_large_320_fpn(tv_weights: Any = None, **kwargs: Any) -> SplitModel:
+    """The low-resolution (320 px) variant, fast enough for a CPU-only edge."""
+    det = tvd.fasterrcnn_mobilenet_v3_large_320_fpn(**_detector_kwargs(kwargs, tv_weights))
+    return _fpn_detector("fasterrcnn_mobilenet_v3_large_320_fpn", det, predict_rcnn, mobilenet=True)
+
+
 @register_model("retinanet_resnet50_fpn")
 def retinanet_resnet50_fpn(tv_weights: Any = None, **kwargs: Any) -> SplitModel:
     det = tvd.retinanet_resnet50_fpn(**_detector_kwargs(kwargs, tv_weights))

@@ -1,0 +1,66 @@
+"""The codec interface and the codec registry."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Literal
+
+from torch import Tensor
+
+CodecKind = Literal["features", "image", "local"]
+
+
+class CodecError(ValueError):
+    """A payload that cannot be decoded (corrupt, truncated, wrong format) or input that cannot be encoded."""
+
+
+class Codec(ABC):
+    """Turns the tensors crossing a split into bytes and back.
+
+    ``features`` codecs work at any split point after ``input``; ``image``
+    codecs only at the ``input`` split (full offload) and see one tensor named
+    ``image``; the ``local`` codec sends nothing (the edge runs everything).
+    """
+
+    name: str
+    kind: CodecKind
+
+    @abstractmethod
+    def encode(self, features: OrderedDict[str, Tensor]) -> bytes: ...
+
+    @abstractmethod
+    def decode(self, payload: bytes) -> OrderedDict[str, Tensor]: ...
+
+    def __repr__(self) -> str:
+        return f"<codec {self.name} ({self.kind})>"
+
+
+CodecFactory = Callable[[], Codec]
+_REGISTRY: dict[str, CodecFactory] = {}
+_PARAMETRIC: dict[str, Callable[[str], Codec]] = {}
+
+
+def register_codec(name: str, factory: CodecFactory) -> None:
+    if name in _REGISTRY:
+        raise ValueError(f"codec {name!r} is already registered")
+    _REGISTRY[name] = factory
+
+
+def register_parametric_codec(prefix: str, factory: Callable[[str], Codec]) -> None:
+    """Codecs named ``prefix:ARG`` (e.g. ``jpeg:50`` for JPEG at quality 50)."""
+    _PARAMETRIC[prefix] = factory
+
+
+def get_codec(name: str) -> Codec:
+    if name in _REGISTRY:
+        return _REGISTRY[name]()
+    prefix, sep, arg = name.partition(":")
+    if sep and prefix in _PARAMETRIC:
+        return _PARAMETRIC[prefix](arg)
+    raise CodecError(f"unknown codec {name!r}; registered: {', '.join(list_codecs())}")
+
+
+def list_codecs(kind: CodecKind | None = None) -> list[str]:
+    return [n for n, f in _REGISTRY.items() if kind is None or f().kind == kind]

@@ -1,0 +1,77 @@
+"""How a deployment names a model: served name, architecture, weights, options.
+
+The edge and the server must build the same model; both read the same spec
+(flags or a TOML file) and the fingerprint check catches any disagreement.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .base import SplitModel
+from .zoo import build_model, list_models
+
+
+@dataclass
+class ModelSpec:
+    name: str
+    arch: str
+    weights: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def build(self) -> SplitModel:
+        model = build_model(self.arch, weights=self.weights, **self.options)
+        model.name = self.name
+        return model
+
+
+def parse_model_flag(text: str, weights: str | None = None, options: dict[str, Any] | None = None) -> ModelSpec:
+    """``ARCH`` or ``NAME=ARCH`` as given on the command line."""
+    name, sep, arch = text.partition("=")
+    if not sep:
+        arch = name
+    if arch not in list_models():
+        raise ValueError(f"unknown model architecture {arch!r}; choose one of {', '.join(list_models())}")
+    return ModelSpec(name=name, arch=arch, weights=weights, options=dict(options or {}))
+
+
+def parse_options(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; values are JSON where they parse (numbers, booleans), else strings."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"model option {pair!r} is not KEY=VALUE")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+def load_config(path: str | Path) -> list[ModelSpec]:
+    """Models from a TOML file: ``[[models]]`` tables with name, arch, weights, options."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model config {path} does not exist")
+    with path.open("rb") as fh:
+        data = tomllib.load(fh)
+    entries = data.get("models")
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"{path}: expected one or more [[models]] tables")
+    specs = []
+    for i, entry in enumerate(entries):
+        if "name" not in entry:
+            raise ValueError(f"{path}: models[{i}] has no name")
+        arch = entry.get("arch", entry["name"])
+        if arch not in list_models():
+            raise ValueError(f"{path}: models[{i}] has unknown arch {arch!r}")
+        weights = entry.get("weights")
+        if weights is not None and weights != "DEFAULT":
+            weights = str((path.parent / weights).resolve())
+        specs.append(ModelSpec(entry["name"], arch, weights, dict(entry.get("options", {}))))
+    return specs

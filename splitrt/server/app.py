@@ -1,0 +1,123 @@
+"""`splitrt-server`: load models, serve gRPC with health and reflection, stop cleanly."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from ..models.spec import ModelSpec, load_config, parse_model_flag, parse_options
+from ..wire import kserve_v2_pb2 as pb
+from ..wire import kserve_v2_pb2_grpc as pb_grpc
+from .repository import ModelRepository
+from .service import InferenceService
+
+log = logging.getLogger("splitrt.server")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+DEFAULT_MODEL = "fasterrcnn_mobilenet_v3_large_320_fpn"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="splitrt-server",
+        description="Serve the tails of split models over the KServe v2 / Triton gRPC protocol.",
+        epilog="Example: splitrt-server --port 8001 --model fasterrcnn_mobilenet_v3_large_320_fpn",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8001, help="port to listen on; 0 picks a free one (default: %(default)s)")
+    parser.add_argument(
+        "--model", action="append", default=[], metavar="[NAME=]ARCH",
+        help=f"model to serve, from the zoo (repeatable; default: {DEFAULT_MODEL})",
+    )
+    parser.add_argument("--weights", help="safetensors weights for --model (default: deterministic untrained weights)")
+    parser.add_argument(
+        "--model-option", action="append", default=[], metavar="KEY=VALUE",
+        help="option passed to the model builder, e.g. num_classes=4 (repeatable)",
+    )
+    parser.add_argument("--config", help="TOML file with [[models]] tables (name, arch, weights, options)")
+    parser.add_argument("--device", default="cpu", help="torch device for the tails: cpu, cuda, cuda:1 (default: %(default)s)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+def model_specs(args: argparse.Namespace) -> list[ModelSpec]:
+    specs = load_config(args.config) if args.config else []
+    options = parse_options(args.model_option)
+    names = args.model or ([] if specs else [DEFAULT_MODEL])
+    specs += [parse_model_flag(name, args.weights, options) for name in names]
+    return specs
+
+
+async def serve(args: argparse.Namespace, specs: list[ModelSpec]) -> int:
+    repository = ModelRepository()
+    service = InferenceService(repository, args.device)
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ]
+    )
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(service, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection([SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(f"{args.host}:{args.port}")
+    if port == 0:
+        log.error("could not listen on %s:%s", args.host, args.port)
+        return 2
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    await server.start()
+    log.info("listening on %s:%d (live; loading %d model(s))", args.host, port, len(specs))
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    loading = loop.run_in_executor(None, repository.load, specs, args.device)
+    waiter = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([loading, waiter], return_when=asyncio.FIRST_COMPLETED)
+    if loading.done():
+        loading.result()  # re-raises a failed load
+        for name in ("", SERVICE_NAME):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("ready: serving %s on %s:%d", ", ".join(repository.names()), args.host, port)
+        await waiter
+    log.info("shutting down: no new frames, finishing those in flight")
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    await server.stop(grace=5.0)
+    repository.close()
+    log.info("stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        specs = model_specs(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"splitrt-server: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(serve(args, specs))
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        log.error("could not start: %s", exc)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,107 @@
+"""The models a server holds, and the decode -> check -> tail work on each frame."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+from torch import Tensor
+
+from ..codecs import CodecError, get_codec
+from ..models.base import INPUT_SPLIT, FrameMeta, SplitError, SplitModel
+from ..models.spec import ModelSpec
+from ..wire.protocol import FrameRequest
+
+log = logging.getLogger("splitrt.server")
+
+
+class RequestError(Exception):
+    """A request the server refuses; ``code`` is a grpc.StatusCode."""
+
+    def __init__(self, code, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class ServedModel:
+    """One loaded model with its own tail worker.
+
+    One worker thread per model: torch already spreads a tail over the cores,
+    and a single worker makes the queue time the server reports meaningful.
+    """
+
+    def __init__(self, spec: ModelSpec, device: str = "cpu") -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.device = torch.device(device)
+        model = spec.build()
+        self.fingerprint = model.fingerprint()
+        self.model: SplitModel = model.to(self.device).eval()
+        self.tail_worker = ThreadPoolExecutor(1, thread_name_prefix=f"tail-{spec.name}")
+
+    def decode(self, frame: FrameRequest) -> tuple[OrderedDict[str, Tensor], FrameMeta]:
+        """Decode and validate a frame's payload; raises CodecError or SplitError."""
+        codec = get_codec(frame.codec)
+        self.model.check_split(frame.split)
+        if codec.kind == "local":
+            raise CodecError("codec 'local' means the edge runs the model itself; nothing should be sent")
+        if (codec.kind == "image") != (frame.split == INPUT_SPLIT):
+            raise CodecError(
+                f"codec {codec.name!r} ({codec.kind}) cannot be used at split {frame.split!r}: "
+                "image codecs go with the 'input' split, feature codecs with every other split"
+            )
+        if frame.fingerprint is not None and frame.fingerprint != self.fingerprint:
+            raise SplitError(
+                f"model fingerprint mismatch: the edge's head has weights {frame.fingerprint}, "
+                f"this server's {self.name!r} has {self.fingerprint}; load the same weights on both sides"
+            )
+        features = codec.decode(frame.payload)
+        self.model.check_features(features, frame.split)
+        meta = frame.meta
+        if meta is None:
+            image = features["image"]
+            size = (int(image.shape[-2]), int(image.shape[-1]))
+            meta = FrameMeta(size, size, size)
+        return features, meta
+
+    def tail(self, features: OrderedDict[str, Tensor], meta: FrameMeta, split: str) -> tuple[dict[str, Tensor], int, int]:
+        """Run the tail; returns outputs on the CPU and the start/end times in ns."""
+        start = time.perf_counter_ns()
+        with torch.inference_mode():
+            on_device = OrderedDict((k, v.to(self.device, non_blocking=True)) for k, v in features.items())
+            outputs = self.model.tail(on_device, meta, split)
+            outputs = {k: outputs[k].cpu() for k in self.model.output_names}
+        return outputs, start, time.perf_counter_ns()
+
+    def close(self) -> None:
+        self.tail_worker.shutdown(wait=True, cancel_futures=True)
+
+
+class ModelRepository:
+    def __init__(self) -> None:
+        self._models: dict[str, ServedModel] = {}
+        self.ready = False
+
+    def load(self, specs: list[ModelSpec], device: str) -> None:
+        for spec in specs:
+            started = time.perf_counter()
+            self._models[spec.name] = ServedModel(spec, device)
+            log.info(
+                "loaded model %s (%s, fingerprint %s) on %s in %.1fs",
+                spec.name, spec.arch, self._models[spec.name].fingerprint, device, time.perf_counter() - started,
+            )
+        self.ready = True
+
+    def get(self, name: str) -> ServedModel | None:
+        return self._models.get(name)
+
+    def names(self) -> list[str]:
+        return list(self._models)
+
+    def close(self) -> None:
+        for served in self._models.values():
+            served.close()

@@ -1,0 +1,136 @@
+"""The GRPCInferenceService implementation."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+
+from .. import __version__
+from ..codecs import CodecError
+from ..models.base import SplitError
+from ..wire import kserve_v2_pb2 as pb
+from ..wire import kserve_v2_pb2_grpc as pb_grpc
+from ..wire.protocol import DECODE_US, PAYLOAD_INPUT, QUEUE_US, TAIL_US, WireError, build_response, parse_request
+from .repository import ModelRepository, RequestError
+
+log = logging.getLogger("splitrt.server")
+
+#: Requests of one stream processed concurrently; further reads wait (HTTP/2 flow control pushes back).
+STREAM_CONCURRENCY = 16
+_BAD_INPUT = (WireError, CodecError, SplitError)
+
+
+class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, repository: ModelRepository, device: str, decode_workers: int = 2) -> None:
+        self.repository = repository
+        self.device = device
+        self.decode_pool = ThreadPoolExecutor(decode_workers, thread_name_prefix="decode")
+
+    # -- health and metadata ----------------------------------------------------
+    async def ServerLive(self, request, context):
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request, context):
+        return pb.ServerReadyResponse(ready=self.repository.ready)
+
+    async def ModelReady(self, request, context):
+        return pb.ModelReadyResponse(ready=self.repository.get(request.name) is not None)
+
+    async def ServerMetadata(self, request, context):
+        return pb.ServerMetadataResponse(
+            name="splitrt",
+            version=__version__,
+            extensions=["splitrt_split_inference", "model_stream_infer", f"device:{self.device}"],
+        )
+
+    async def ModelMetadata(self, request, context):
+        served = self.repository.get(request.name)
+        if served is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, self._unknown_model(request.name))
+        model = served.model
+        response = pb.ModelMetadataResponse(name=served.name, versions=["1"], platform=f"splitrt_{model.task}")
+        response.inputs.add(name=PAYLOAD_INPUT, datatype="UINT8", shape=[-1])
+        if model.task == "detection":
+            response.outputs.add(name="boxes", datatype="FP32", shape=[-1, 4])
+            response.outputs.add(name="scores", datatype="FP32", shape=[-1])
+            response.outputs.add(name="labels", datatype="INT64", shape=[-1])
+        else:
+            response.outputs.add(name="logits", datatype="FP32", shape=[1, -1])
+        return response
+
+    # -- inference ----------------------------------------------------------------
+    async def ModelInfer(self, request, context):
+        try:
+            return await self._infer(request)
+        except RequestError as exc:
+            log.warning("frame %s for %r refused: %s", request.id, request.model_name, exc.message)
+            await context.abort(exc.code, exc.message)
+
+    async def ModelStreamInfer(self, request_iterator, context):
+        responses: asyncio.Queue = asyncio.Queue()
+        slots = asyncio.Semaphore(STREAM_CONCURRENCY)
+        done = object()
+
+        async def answer(request):
+            try:
+                item = pb.ModelStreamInferResponse(infer_response=await self._infer(request))
+            except RequestError as exc:
+                log.warning("frame %s for %r refused: %s", request.id, request.model_name, exc.message)
+                # The id travels back with the error so the edge can report that very frame.
+                item = pb.ModelStreamInferResponse(
+                    error_message=f"{exc.code.name}: {exc.message}",
+                    infer_response=pb.ModelInferResponse(model_name=request.model_name, id=request.id),
+                )
+            finally:
+                slots.release()
+            await responses.put(item)
+
+        async def read_all():
+            tasks = set()
+            try:
+                async for request in request_iterator:
+                    await slots.acquire()
+                    task = asyncio.create_task(answer(request))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                if tasks:
+                    await asyncio.gather(*tasks)
+            finally:
+                await responses.put(done)
+
+        reader = asyncio.create_task(read_all())
+        try:
+            while (item := await responses.get()) is not done:
+                yield item
+            await reader  # surfaces a failure of the reader, if any
+        finally:
+            reader.cancel()
+
+    async def _infer(self, request) -> pb.ModelInferResponse:
+        arrival = time.perf_counter_ns()
+        served = self.repository.get(request.model_name)
+        if served is None:
+            raise RequestError(grpc.StatusCode.NOT_FOUND, self._unknown_model(request.model_name))
+        loop = asyncio.get_running_loop()
+        try:
+            frame = parse_request(request)
+            features, meta = await loop.run_in_executor(self.decode_pool, served.decode, frame)
+        except _BAD_INPUT as exc:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"frame {request.id!r}: {exc}") from exc
+        decoded = time.perf_counter_ns()
+        try:
+            outputs, start, end = await loop.run_in_executor(served.tail_worker, served.tail, features, meta, frame.split)
+        except _BAD_INPUT as exc:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"frame {request.id!r}: {exc}") from exc
+        except Exception as exc:  # a tail failure must not take the server down
+            log.exception("tail of %s failed on frame %s", served.name, request.id)
+            raise RequestError(grpc.StatusCode.INTERNAL, f"frame {request.id!r}: tail failed: {exc}") from exc
+        timings = {DECODE_US: (decoded - arrival) // 1000, QUEUE_US: (start - decoded) // 1000, TAIL_US: (end - start) // 1000}
+        return build_response(served.name, request.id, outputs, timings)
+
+    def _unknown_model(self, name: str) -> str:
+        return f"unknown model {name!r}; this server serves {', '.join(self.repository.names()) or 'nothing yet'}"

@@ -1,0 +1,179 @@
+"""Request/response conversion and the parameter names splitrt puts on the wire.
+
+Everything splitrt adds lives under the ``splitrt.`` prefix so that it never
+collides with Triton's reserved parameters.  A request without ``splitrt.``
+parameters is treated as a plain client's full-offload call: one UINT8 tensor
+holding an encoded image (JPEG, PNG, WebP).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..models.base import INPUT_SPLIT, FrameMeta
+from . import kserve_v2_pb2 as pb
+
+PREFIX = "splitrt."
+CODEC = PREFIX + "codec"
+SPLIT = PREFIX + "split"
+FINGERPRINT = PREFIX + "fingerprint"
+ORIGINAL_H, ORIGINAL_W = PREFIX + "original_height", PREFIX + "original_width"
+RESIZED_H, RESIZED_W = PREFIX + "resized_height", PREFIX + "resized_width"
+BATCH_H, BATCH_W = PREFIX + "batch_height", PREFIX + "batch_width"
+DECODE_US, QUEUE_US, TAIL_US = PREFIX + "decode_us", PREFIX + "queue_us", PREFIX + "tail_us"
+SESSION = "sequence_id"
+
+#: Name of the single input tensor splitrt sends; a plain client may use any name.
+PAYLOAD_INPUT = "PAYLOAD"
+#: Codec assumed for plain (non-splitrt) clients: any image format PIL can read.
+PLAIN_CLIENT_CODEC = "image"
+
+_DATATYPES = {torch.float32: ("FP32", "<f4"), torch.int64: ("INT64", "<i8"), torch.uint8: ("UINT8", "u1")}
+_NUMPY_OF = {name: np.dtype(code) for name, code in _DATATYPES.values()}
+
+
+class WireError(ValueError):
+    """A request or response that does not follow the protocol."""
+
+
+@dataclass
+class FrameRequest:
+    """A decoded-from-the-wire request, before its payload is decoded."""
+
+    model: str
+    frame_id: str
+    payload: bytes
+    codec: str
+    split: str
+    meta: FrameMeta | None
+    fingerprint: str | None
+
+
+def _param_value(p: pb.InferParameter) -> object:
+    kind = p.WhichOneof("parameter_choice")
+    return getattr(p, kind) if kind else None
+
+
+def _set_param(params, key: str, value: object) -> None:  # params: protobuf map
+    if isinstance(value, bool):
+        params[key].bool_param = value
+    elif isinstance(value, int):
+        params[key].int64_param = value
+    elif isinstance(value, float):
+        params[key].double_param = value
+    else:
+        params[key].string_param = str(value)
+
+
+def read_params(params) -> dict[str, object]:
+    return {k: _param_value(v) for k, v in params.items()}
+
+
+def build_request(
+    model: str,
+    frame_id: int | str,
+    payload: bytes,
+    codec: str,
+    split: str,
+    meta: FrameMeta,
+    fingerprint: str,
+    session_id: int | None = None,
+) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name=model, id=str(frame_id))
+    tensor = request.inputs.add()
+    tensor.name, tensor.datatype = PAYLOAD_INPUT, "UINT8"
+    tensor.shape.append(len(payload))
+    request.raw_input_contents.append(payload)
+    values: dict[str, object] = {
+        CODEC: codec,
+        SPLIT: split,
+        FINGERPRINT: fingerprint,
+        ORIGINAL_H: meta.original_size[0],
+        ORIGINAL_W: meta.original_size[1],
+        RESIZED_H: meta.resized_size[0],
+        RESIZED_W: meta.resized_size[1],
+        BATCH_H: meta.batch_size_hw[0],
+        BATCH_W: meta.batch_size_hw[1],
+    }
+    if session_id is not None:
+        values[SESSION] = session_id
+    for key, value in values.items():
+        _set_param(request.parameters, key, value)
+    return request
+
+
+def parse_request(request: pb.ModelInferRequest) -> FrameRequest:
+    """Validate the envelope; the payload itself is decoded later by its codec."""
+    if not request.model_name:
+        raise WireError("request names no model (model_name is empty)")
+    if len(request.inputs) != 1:
+        raise WireError(f"expected exactly one input tensor (the payload), got {len(request.inputs)}")
+    tensor = request.inputs[0]
+    if tensor.datatype != "UINT8":
+        raise WireError(f"input {tensor.name!r} must have datatype UINT8 (the bitstream), got {tensor.datatype!r}")
+    if len(request.raw_input_contents) == 1:
+        payload = request.raw_input_contents[0]
+    elif tensor.HasField("contents") and len(tensor.contents.bytes_contents) == 1:
+        payload = tensor.contents.bytes_contents[0]
+    else:
+        raise WireError("the payload must travel in raw_input_contents (one entry) as UINT8 bytes")
+    if list(tensor.shape) not in ([len(payload)], [1, len(payload)]):
+        raise WireError(f"input shape {list(tensor.shape)} does not match the {len(payload)} payload bytes")
+    if not payload:
+        raise WireError("the payload is empty")
+    params = read_params(request.parameters)
+    if CODEC not in params:
+        return FrameRequest(request.model_name, request.id, payload, PLAIN_CLIENT_CODEC, INPUT_SPLIT, None, None)
+    codec, split = params.get(CODEC), params.get(SPLIT)
+    if not isinstance(codec, str) or not isinstance(split, str):
+        raise WireError(f"parameters {CODEC} and {SPLIT} must both be strings")
+    fingerprint = params.get(FINGERPRINT)
+    if fingerprint is not None and not isinstance(fingerprint, str):
+        raise WireError(f"parameter {FINGERPRINT} must be a string")
+    return FrameRequest(request.model_name, request.id, payload, codec, split, _read_meta(params), fingerprint)
+
+
+def _read_meta(params: dict[str, object]) -> FrameMeta:
+    keys = (ORIGINAL_H, ORIGINAL_W, RESIZED_H, RESIZED_W, BATCH_H, BATCH_W)
+    missing = [k for k in keys if k not in params]
+    if missing:
+        raise WireError(f"missing frame parameters: {', '.join(missing)}")
+    values = [params[k] for k in keys]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 65535 for v in values):
+        raise WireError(f"frame size parameters must be integers in 1..65535, got {dict(zip(keys, values))}")
+    oh, ow, rh, rw, bh, bw = values
+    if rh > bh or rw > bw:
+        raise WireError(f"resized size {rh}x{rw} does not fit in the batch size {bh}x{bw}")
+    return FrameMeta((oh, ow), (rh, rw), (bh, bw))
+
+
+def build_response(model: str, frame_id: str, outputs: dict[str, Tensor], timings_us: dict[str, int]) -> pb.ModelInferResponse:
+    response = pb.ModelInferResponse(model_name=model, model_version="1", id=frame_id)
+    for name, value in outputs.items():
+        value = value.detach().cpu()
+        if value.dtype not in _DATATYPES:
+            value = value.float()
+        datatype, code = _DATATYPES[value.dtype]
+        tensor = response.outputs.add()
+        tensor.name, tensor.datatype = name, datatype
+        tensor.shape.extend(value.shape)
+        response.raw_output_contents.append(value.contiguous().numpy().astype(code, copy=False).tobytes())
+    for key, micros in timings_us.items():
+        _set_param(response.parameters, key, int(micros))
+    return response
+
+
+def parse_response(response: pb.ModelInferResponse) -> tuple[dict[str, np.ndarray], dict[str, object]]:
+    """Named outputs as numpy arrays, plus the response parameters."""
+    if len(response.raw_output_contents) != len(response.outputs):
+        raise WireError("response has a different number of outputs and raw output buffers")
+    outputs = {}
+    for tensor, raw in zip(response.outputs, response.raw_output_contents):
+        if tensor.datatype not in _NUMPY_OF:
+            raise WireError(f"output {tensor.name!r} has unsupported datatype {tensor.datatype!r}")
+        outputs[tensor.name] = np.frombuffer(raw, dtype=_NUMPY_OF[tensor.datatype]).reshape(tuple(tensor.shape))
+    return outputs, read_params(response.parameters)
