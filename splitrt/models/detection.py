@@ -43,7 +43,9 @@ class DetectionSplitModel(SplitModel):
         self._stages = stages
         self._cuts = cuts
         self._predict = predict
-        self._neck = neck
+        # The neck is a submodule of the detector already; bypass nn.Module's
+        # registration so its weights are not listed (and saved) twice.
+        self.__dict__["_neck"] = neck
         self._neck_split = neck_split if neck is not None else None
         self._specs = self._probe_specs()
 

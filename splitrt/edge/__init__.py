@@ -1,0 +1,1 @@
+"""The device side: frame sources, the head runner and the streaming client."""

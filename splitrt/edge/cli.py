@@ -1,0 +1,117 @@
+"""`splitrt-edge`: read frames, run the head, stream to a server, write JSON lines."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..codecs import CodecError
+from ..models.base import SplitError
+from ..models.spec import parse_model_flag, parse_options
+from . import report
+from .client import SplitClient
+from .sources import SourceError, open_source
+
+DEFAULT_MODEL = "fasterrcnn_mobilenet_v3_large_320_fpn"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="splitrt-edge",
+        description="Run the head of a split model on this device and stream features to a splitrt server.",
+        epilog=(
+            "Examples:\n"
+            "  splitrt-edge synthetic:30 --split features.3 --codec int8-zstd\n"
+            "  splitrt-edge video.mp4 --split input --codec jpeg:80 --out results.jsonl\n"
+            "  splitrt-edge photos/ --codec local        # no network: run everything here"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("source", help="synthetic:N, an image file, a folder, a video file, or a camera index")
+    parser.add_argument("--server", default="127.0.0.1:8001", help="server address host:port (default: %(default)s)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, metavar="[NAME=]ARCH", help="model, as served (default: %(default)s)")
+    parser.add_argument("--weights", help="safetensors weights; must match the server's (checked by fingerprint)")
+    parser.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE", help="model builder option (repeatable)")
+    parser.add_argument("--split", help="split point (default: an early cut; see `splitrt models`)")
+    parser.add_argument("--codec", default="int8-zstd", help="codec: fp32, fp16, int8 (+ -zstd), jpeg[:Q], png, webp[:Q], raw, local")
+    parser.add_argument("--out", default="runs/edge.jsonl", help="JSON lines output, one line per frame (default: %(default)s)")
+    parser.add_argument("--max-frames", type=int, help="stop after this many frames")
+    parser.add_argument("--max-in-flight", type=int, default=4, help="frames awaiting an answer at once (default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each frame's answer (default: %(default)s)")
+    parser.add_argument("--wait-ready", type=float, default=60.0, help="seconds to wait for the server to be ready (default: %(default)s)")
+    parser.add_argument("--quiet", action="store_true", help="no per-frame table, only the summary")
+    parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    out_path = Path(args.out)
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out = out_path.open("w")
+    except OSError as exc:
+        print(f"splitrt-edge: cannot write results to {out_path}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        spec = parse_model_flag(args.model, args.weights, parse_options(args.model_option))
+        frames = open_source(args.source, args.max_frames)
+        client = SplitClient(
+            args.server, spec, args.split, args.codec, max_in_flight=args.max_in_flight, timeout_s=args.timeout
+        )
+    except (ValueError, SourceError, CodecError, SplitError, FileNotFoundError) as exc:
+        print(f"splitrt-edge: {exc}", file=sys.stderr)
+        out.close()
+        return 2
+    with client, out:
+        if spec.weights is None:
+            print(
+                f"NOTE: {spec.arch} uses untrained weights (deterministic random init, same on edge and server); "
+                "timings and bytes are real, detections are not meaningful.",
+                file=sys.stderr,
+            )
+        if client.mode != "local":
+            try:
+                client.wait_ready(args.wait_ready)
+            except TimeoutError as exc:
+                print(f"splitrt-edge: {exc}", file=sys.stderr)
+                return 3
+        return _run(client, frames, out, args)
+
+
+def _run(client: SplitClient, frames, out, args: argparse.Namespace) -> int:
+    results = []
+    bar = tqdm(total=args.max_frames, unit="frame", desc=f"{client.mode} {client.split} {client.codec.name}", file=sys.stderr)
+    if not args.quiet:
+        tqdm.write(report.header())
+    try:
+        for result in client.stream(frames):
+            results.append(result)
+            try:
+                out.write(json.dumps(result.to_json()) + "\n")
+                out.flush()
+            except OSError as exc:
+                bar.close()
+                print(f"splitrt-edge: writing {args.out} failed at frame {result.frame_id}: {exc}", file=sys.stderr)
+                return 4
+            if not args.quiet:
+                tqdm.write(report.row(result))
+            bar.update(1)
+    except SourceError as exc:
+        bar.close()
+        print(f"splitrt-edge: {exc}", file=sys.stderr)
+        return 2
+    bar.close()
+    print(report.summary(results))
+    print(f"results: {args.out}")
+    return 0 if all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,90 @@
+"""Frame results and conversion of user images to the tensor the head expects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def to_image_tensor(image: Any) -> Tensor:
+    """A numpy HxWx3 uint8 array, a PIL image or a tensor -> CHW float in [0, 1]."""
+    if isinstance(image, Tensor):
+        t = image.detach().cpu()
+        if t.dim() == 3 and t.shape[0] != 3 and t.shape[-1] == 3:
+            t = t.permute(2, 0, 1)
+        if t.dim() != 3 or t.shape[0] != 3:
+            raise ValueError(f"image tensor must be CHW or HWC with 3 channels, got shape {tuple(image.shape)}")
+        return t.float().div(255.0) if t.dtype == torch.uint8 else t.float()
+    if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image
+        image = np.asarray(image.convert("RGB"))
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"numpy images must be HxWx3 uint8, got shape {image.shape} dtype {image.dtype}")
+        return torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).float().div_(255.0)
+    raise TypeError(f"unsupported image type {type(image).__name__}; pass a numpy array, PIL image or tensor")
+
+
+@dataclass
+class FrameResult:
+    """What happened to one frame: a server result, a local result, or an error."""
+
+    frame_id: int
+    mode: str  # "split", "offload", "local" or "error"
+    split: str
+    codec: str
+    wire_bytes: int
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    boxes: np.ndarray | None = None
+    scores: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    logits: np.ndarray | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def num_detections(self) -> int:
+        return 0 if self.boxes is None else int(len(self.boxes))
+
+    def detections(self) -> list[dict[str, Any]]:
+        if self.boxes is None:
+            return []
+        return [
+            {"box": [round(float(v), 2) for v in box], "score": round(float(s), 4), "label": int(lab)}
+            for box, s, lab in zip(self.boxes, self.scores, self.labels)
+        ]
+
+    def to_json(self) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "frame": self.frame_id,
+            "mode": self.mode,
+            "split": self.split,
+            "codec": self.codec,
+            "bytes": self.wire_bytes,
+            "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
+            "detections": self.detections(),
+            "error": self.error,
+        }
+        if self.logits is not None:
+            top = np.argsort(-self.logits.reshape(-1))[:5]
+            record["top5"] = [int(i) for i in top]
+        return record
+
+
+def result_from_outputs(base: FrameResult, outputs: dict[str, Any]) -> FrameResult:
+    """Fill a result's outputs from named arrays or tensors."""
+
+    def arr(name: str) -> np.ndarray | None:
+        value = outputs.get(name)
+        if value is None:
+            return None
+        return value.detach().cpu().numpy() if isinstance(value, Tensor) else np.asarray(value)
+
+    base.boxes, base.scores, base.labels, base.logits = arr("boxes"), arr("scores"), arr("labels"), arr("logits")
+    return base

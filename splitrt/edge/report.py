@@ -1,0 +1,49 @@
+"""The per-frame table and the end-of-run summary the edge prints."""
+
+from __future__ import annotations
+
+import statistics
+
+from .frames import FrameResult
+
+COLUMNS = [
+    ("frame", 6), ("mode", 8), ("split", 12), ("codec", 10), ("bytes", 9),
+    ("head ms", 8), ("net ms", 8), ("server ms", 9), ("total ms", 9), ("dets", 5),
+]
+
+
+def header() -> str:
+    return " ".join(f"{name:>{width}}" for name, width in COLUMNS)
+
+
+def row(result: FrameResult) -> str:
+    t = result.timings_ms
+    cells = [
+        result.frame_id, result.mode, result.split, result.codec, result.wire_bytes,
+        _fmt(t.get("head", 0.0) + t.get("encode", 0.0)), _fmt(t.get("network")), _fmt(t.get("server")),
+        _fmt(t.get("total")), result.num_detections if result.ok else "-",
+    ]
+    line = " ".join(f"{str(c)[:w]:>{w}}" for c, (_, w) in zip(cells, COLUMNS))
+    return line + (f"  ! {result.error}" if result.error else "")
+
+
+def summary(results: list[FrameResult]) -> str:
+    ok = [r for r in results if r.ok]
+    lines = [f"frames: {len(results)}  answered: {len(ok)}  errors: {len(results) - len(ok)}"]
+    if ok:
+        totals = sorted(r.timings_ms.get("total", 0.0) for r in ok)
+        lines.append(
+            f"bytes/frame: mean {statistics.fmean(r.wire_bytes for r in ok):.0f}  "
+            f"total ms: p50 {_pct(totals, 50):.1f}  p95 {_pct(totals, 95):.1f}  "
+            f"detections/frame: {statistics.fmean(r.num_detections for r in ok):.2f}"
+        )
+    return "\n".join(lines)
+
+
+def _pct(values: list[float], q: float) -> float:
+    index = min(len(values) - 1, max(0, round(q / 100 * (len(values) - 1))))
+    return values[index]
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
