@@ -17,7 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="splitrt", description="splitrt: edge-cloud split inference runtime.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = commands.add_parser("demo", help="start a server on loopback, stream a synthetic video through a split detector")
+    demo = commands.add_parser(
+        "demo", help="start a server on loopback, stream a synthetic video through a split detector"
+    )
     demo.add_argument("--frames", type=int, default=24, help="frames of synthetic video (default: %(default)s)")
     demo.add_argument("--split", default="features.3", help="split point (default: %(default)s)")
     demo.add_argument("--codec", default="int8-zstd", help="codec (default: %(default)s)")
@@ -50,14 +52,37 @@ def demo(args: argparse.Namespace) -> int:
     print(f"   model {args.model}, split {args.split}, codec {args.codec}")
     print("   (untrained weights: no trained model ships yet, so timings and bytes are real but detections are not)")
     server = subprocess.Popen(
-        [sys.executable, "-m", "splitrt.server.app", "--port", str(port), "--model", args.model, "--log-level", "WARNING"]
+        [
+            sys.executable,
+            "-m",
+            "splitrt.server.app",
+            "--port",
+            str(port),
+            "--model",
+            args.model,
+            "--log-level",
+            "WARNING",
+        ]
     )
     try:
         edge = subprocess.run(
             [
-                sys.executable, "-m", "splitrt.edge.cli", f"synthetic:{args.frames}",
-                "--server", f"127.0.0.1:{port}", "--model", args.model, "--split", args.split,
-                "--codec", args.codec, "--out", args.out, "--max-frames", str(args.frames),
+                sys.executable,
+                "-m",
+                "splitrt.edge.cli",
+                f"synthetic:{args.frames}",
+                "--server",
+                f"127.0.0.1:{port}",
+                "--model",
+                args.model,
+                "--split",
+                args.split,
+                "--codec",
+                args.codec,
+                "--out",
+                args.out,
+                "--max-frames",
+                str(args.frames),
             ],
             check=False,
         )
@@ -69,12 +94,16 @@ def demo(args: argparse.Namespace) -> int:
         except subprocess.TimeoutExpired:
             server.kill()
             server_code = server.wait()
-    print(f"== server stopped cleanly in {time.monotonic() - started:.1f}s (exit {server_code}); edge exit {edge.returncode}")
+    print(
+        f"== server {'stopped cleanly' if server_code == 0 else 'FAILED to stop cleanly'} "
+        f"{time.monotonic() - started:.1f}s after SIGTERM (exit {server_code}); edge exit {edge.returncode}"
+    )
     return edge.returncode or server_code
 
 
 def list_models() -> int:
-    from .models import build_model, list_models as names
+    from .models import build_model
+    from .models import list_models as names
 
     for name in names():
         model = build_model(name)
@@ -83,7 +112,8 @@ def list_models() -> int:
 
 
 def list_codecs() -> int:
-    from .codecs import get_codec, list_codecs as names
+    from .codecs import get_codec
+    from .codecs import list_codecs as names
 
     for name in names():
         print(f"{name:12s} {get_codec(name).kind}")

@@ -53,7 +53,8 @@ def start_server(config: Path, log_path: Path, timeout_s: float = 180.0) -> Serv
     log_file = log_path.open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "splitrt.server.app", "--port", str(port), "--config", str(config)],
-        stdout=log_file, stderr=subprocess.STDOUT,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
     )
     channel = grpc.insecure_channel(address)
     stub = health_pb2_grpc.HealthStub(channel)

@@ -91,7 +91,9 @@ def test_int8_handles_constant_channels():
     assert torch.equal(decoded["x"], src["x"])
 
 
-@pytest.mark.parametrize("name,max_err", [("png", 0.0), ("raw", 0.0), ("jpeg", 0.03), ("webp:90", 0.05), ("jpeg:30", 0.1)])
+@pytest.mark.parametrize(
+    "name,max_err", [("png", 0.0), ("raw", 0.0), ("jpeg", 0.03), ("webp:90", 0.05), ("jpeg:30", 0.1)]
+)
 def test_image_codecs_round_trip(name, max_err):
     codec = get_codec(name)
     src = smooth_image()

@@ -24,9 +24,16 @@ from splitrt.wire.protocol import build_request
 
 ROOT = Path(__file__).resolve().parents[1]
 DET_FLAGS = [
-    "--model", "det=fasterrcnn_mobilenet_v3_large_320_fpn",
-    "--model-option", "num_classes=5", "--model-option", "box_score_thresh=0.0",
-    "--model-option", "min_size=160", "--model-option", "max_size=224",
+    "--model",
+    "det=fasterrcnn_mobilenet_v3_large_320_fpn",
+    "--model-option",
+    "num_classes=5",
+    "--model-option",
+    "box_score_thresh=0.0",
+    "--model-option",
+    "min_size=160",
+    "--model-option",
+    "max_size=224",
 ]
 
 
@@ -59,9 +66,26 @@ def test_server_metadata_and_reflection(server, stub):
 def test_edge_cli_streams_and_writes_json_lines(server, tmp_path):
     out = tmp_path / "edge.jsonl"
     proc = subprocess.run(
-        [sys.executable, "-m", "splitrt.edge.cli", "synthetic:6", "--server", server.address, *DET_FLAGS,
-         "--split", "features.3", "--codec", "int8-zstd", "--out", str(out), "--max-in-flight", "3"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "splitrt.edge.cli",
+            "synthetic:6",
+            "--server",
+            server.address,
+            *DET_FLAGS,
+            "--split",
+            "features.3",
+            "--codec",
+            "int8-zstd",
+            "--out",
+            str(out),
+            "--max-in-flight",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr + proc.stdout
     lines = [json.loads(line) for line in out.read_text().splitlines()]
@@ -132,8 +156,15 @@ def _request(server, det_spec, payload: bytes | None = None, **overrides) -> pb.
     model = spec.build()
     features, meta = model.head(torch.rand(3, 120, 160), "features.3")
     payload = payload if payload is not None else get_codec("int8").encode(features)
-    args = dict(model=spec.name, frame_id=99, payload=payload, codec="int8", split="features.3", meta=meta,
-                fingerprint=model.fingerprint())
+    args = dict(
+        model=spec.name,
+        frame_id=99,
+        payload=payload,
+        codec="int8",
+        split="features.3",
+        meta=meta,
+        fingerprint=model.fingerprint(),
+    )
     args.update(overrides)
     return build_request(**args)
 
@@ -148,9 +179,14 @@ def test_malformed_requests_get_invalid_argument_and_the_server_keeps_serving(se
         "fingerprint": _request(server, det_spec, fingerprint="0123456789abcdef"),
         "wrong features": _request(server, det_spec, split="features.6"),
     }
-    expected = {"corrupt bitstream": "checksum", "unknown codec": "unknown codec", "unknown split": "no split point",
-                "codec/split mismatch": "cannot be used", "fingerprint": "fingerprint mismatch",
-                "wrong features": "must have shape"}
+    expected = {
+        "corrupt bitstream": "checksum",
+        "unknown codec": "unknown codec",
+        "unknown split": "no split point",
+        "codec/split mismatch": "cannot be used",
+        "fingerprint": "fingerprint mismatch",
+        "wrong features": "must have shape",
+    }
     for name, request in cases.items():
         with pytest.raises(grpc.RpcError) as info:
             stub.ModelInfer(request, timeout=30)
@@ -190,13 +226,18 @@ def test_frames_to_a_dead_server_are_reported_not_lost(det_spec):
 
 def test_edge_cli_reports_bad_sources_and_outputs(server, tmp_path):
     base = [sys.executable, "-m", "splitrt.edge.cli", "--server", server.address, *DET_FLAGS]
-    missing = subprocess.run([*base, str(tmp_path / "nope.mp4"), "--out", str(tmp_path / "a.jsonl")],
-                             capture_output=True, text=True, timeout=120)
+    missing = subprocess.run(
+        [*base, str(tmp_path / "nope.mp4"), "--out", str(tmp_path / "a.jsonl")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert missing.returncode == 2 and "does not exist" in missing.stderr
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    unwritable = subprocess.run([*base, "synthetic:1", "--out", str(blocker / "out.jsonl")],
-                                capture_output=True, text=True, timeout=120)
+    unwritable = subprocess.run(
+        [*base, "synthetic:1", "--out", str(blocker / "out.jsonl")], capture_output=True, text=True, timeout=120
+    )
     assert unwritable.returncode == 2 and "cannot write results" in unwritable.stderr
 
 
@@ -207,9 +248,21 @@ def test_example_pipeline_draws_boxes(server, tmp_path):
         Image.fromarray(image).save(folder / f"{i}.png")
     out_dir = tmp_path / "annotated"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "detect_pipeline.py"), str(folder), "--server", server.address,
-         *DET_FLAGS, "--min-score", "0", "--out-dir", str(out_dir)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(ROOT / "examples" / "detect_pipeline.py"),
+            str(folder),
+            "--server",
+            server.address,
+            *DET_FLAGS,
+            "--min-score",
+            "0",
+            "--out-dir",
+            str(out_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     written = sorted(out_dir.glob("*.png"))

@@ -13,7 +13,10 @@ DETECTOR_OPTIONS = {
     "fasterrcnn_resnet50_fpn": {"min_size": 128, "max_size": 160, "num_classes": 5, "box_score_thresh": 0.0},
     "fasterrcnn_mobilenet_v3_large_fpn": {"min_size": 128, "max_size": 160, "num_classes": 5, "box_score_thresh": 0.0},
     "fasterrcnn_mobilenet_v3_large_320_fpn": {
-        "min_size": 128, "max_size": 160, "num_classes": 5, "box_score_thresh": 0.0,
+        "min_size": 128,
+        "max_size": 160,
+        "num_classes": 5,
+        "box_score_thresh": 0.0,
     },
     "retinanet_resnet50_fpn": {"min_size": 128, "max_size": 160, "num_classes": 5, "score_thresh": 0.0},
     "fcos_resnet50_fpn": {"min_size": 128, "max_size": 160, "num_classes": 5, "score_thresh": 0.0},

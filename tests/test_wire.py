@@ -21,8 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_committed_stubs_match_the_proto(tmp_path):
     out = tmp_path / "descriptor.pb"
     subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", f"-I{ROOT / 'protos'}", f"--descriptor_set_out={out}",
-         "splitrt/wire/kserve_v2.proto"],
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{ROOT / 'protos'}",
+            f"--descriptor_set_out={out}",
+            "splitrt/wire/kserve_v2.proto",
+        ],
         check=True,
     )
     fresh = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes()).file[0]
@@ -43,13 +49,27 @@ def test_wire_names_follow_the_kserve_v2_spec():
     service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
     assert service.full_name == "inference.GRPCInferenceService"
     assert {m.name for m in service.methods} >= {
-        "ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer", "ModelStreamInfer",
+        "ServerLive",
+        "ServerReady",
+        "ModelReady",
+        "ServerMetadata",
+        "ModelMetadata",
+        "ModelInfer",
+        "ModelStreamInfer",
     }
     fields = {f.name: f.number for f in pb.ModelInferRequest.DESCRIPTOR.fields}
-    assert fields == {"model_name": 1, "model_version": 2, "id": 3, "parameters": 4, "inputs": 5, "outputs": 6,
-                      "raw_input_contents": 7}
+    assert fields == {
+        "model_name": 1,
+        "model_version": 2,
+        "id": 3,
+        "parameters": 4,
+        "inputs": 5,
+        "outputs": 6,
+        "raw_input_contents": 7,
+    }
     assert {f.name: f.number for f in pb.ModelStreamInferResponse.DESCRIPTOR.fields} == {
-        "error_message": 1, "infer_response": 2,
+        "error_message": 1,
+        "infer_response": 2,
     }
 
 
@@ -68,7 +88,12 @@ def test_request_round_trip():
     request = pb.ModelInferRequest.FromString(request.SerializeToString())
     frame = parse_request(request)
     assert (frame.model, frame.frame_id, frame.payload, frame.codec, frame.split) == (
-        "det", "7", b"\x01\x02\x03", "int8-zstd", "layer1")
+        "det",
+        "7",
+        b"\x01\x02\x03",
+        "int8-zstd",
+        "layer1",
+    )
     assert frame.meta == META and frame.fingerprint == "abcd"
     assert request.parameters["sequence_id"].int64_param == 42
 

@@ -78,7 +78,8 @@ def format_table(result: dict[str, Any]) -> str:
     ]
     for r in result["rows"]:
         lines.append(
-            f"{r['split']:>12} {r['codec']:>10} {r['elements']:>10} {r['bytes_mean']:>12.0f} {r['ratio_to_jpeg90']:>9.2f}"
+            f"{r['split']:>12} {r['codec']:>10} {r['elements']:>10} "
+            f"{r['bytes_mean']:>12.0f} {r['ratio_to_jpeg90']:>9.2f}"
         )
     return "\n".join(lines)
 

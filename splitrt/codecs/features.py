@@ -36,7 +36,8 @@ class TensorCodec(Codec):
             expected = self.payload_size(shape)
             if len(data) != expected:
                 raise CodecError(
-                    f"tensor {name!r} of shape {list(shape)} needs {expected} bytes for {self.base_name}, got {len(data)}"
+                    f"tensor {name!r} of shape {list(shape)} needs {expected} bytes "
+                    f"for {self.base_name}, got {len(data)}"
                 )
             out[name] = self.unpack_tensor(data, shape)
         return out
@@ -100,11 +101,7 @@ class Int8Codec(TensorCodec):
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))
         view = [1, channels] + [1] * (t.dim() - 2)
         codes = torch.round((t - low.view(view)) / scale.view(view)).clamp_(0, 255).to(torch.uint8)
-        return (
-            low.numpy().astype("<f4").tobytes()
-            + scale.numpy().astype("<f4").tobytes()
-            + codes.numpy().tobytes()
-        )
+        return low.numpy().astype("<f4").tobytes() + scale.numpy().astype("<f4").tobytes() + codes.numpy().tobytes()
 
     def unpack_tensor(self, data: bytes, shape: tuple[int, ...]) -> Tensor:
         work_shape = shape if len(shape) >= 2 else (1, math.prod(shape))

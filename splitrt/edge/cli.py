@@ -34,16 +34,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("source", help="synthetic:N, an image file, a folder, a video file, or a camera index")
     parser.add_argument("--server", default="127.0.0.1:8001", help="server address host:port (default: %(default)s)")
-    parser.add_argument("--model", default=DEFAULT_MODEL, metavar="[NAME=]ARCH", help="model, as served (default: %(default)s)")
+    parser.add_argument(
+        "--model", default=DEFAULT_MODEL, metavar="[NAME=]ARCH", help="model, as served (default: %(default)s)"
+    )
     parser.add_argument("--weights", help="safetensors weights; must match the server's (checked by fingerprint)")
-    parser.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE", help="model builder option (repeatable)")
+    parser.add_argument(
+        "--model-option", action="append", default=[], metavar="KEY=VALUE", help="model builder option (repeatable)"
+    )
     parser.add_argument("--split", help="split point (default: an early cut; see `splitrt models`)")
-    parser.add_argument("--codec", default="int8-zstd", help="codec: fp32, fp16, int8 (+ -zstd), jpeg[:Q], png, webp[:Q], raw, local")
-    parser.add_argument("--out", default="runs/edge.jsonl", help="JSON lines output, one line per frame (default: %(default)s)")
+    parser.add_argument(
+        "--codec", default="int8-zstd", help="codec: fp32, fp16, int8 (+ -zstd), jpeg[:Q], png, webp[:Q], raw, local"
+    )
+    parser.add_argument(
+        "--out", default="runs/edge.jsonl", help="JSON lines output, one line per frame (default: %(default)s)"
+    )
     parser.add_argument("--max-frames", type=int, help="stop after this many frames")
-    parser.add_argument("--max-in-flight", type=int, default=4, help="frames awaiting an answer at once (default: %(default)s)")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each frame's answer (default: %(default)s)")
-    parser.add_argument("--wait-ready", type=float, default=60.0, help="seconds to wait for the server to be ready (default: %(default)s)")
+    parser.add_argument(
+        "--max-in-flight", type=int, default=4, help="frames awaiting an answer at once (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for each frame's answer (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--wait-ready",
+        type=float,
+        default=60.0,
+        help="seconds to wait for the server to be ready (default: %(default)s)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no per-frame table, only the summary")
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
@@ -87,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(client: SplitClient, frames, out, args: argparse.Namespace) -> int:
     results = []
-    bar = tqdm(total=args.max_frames, unit="frame", desc=f"{client.mode} {client.split} {client.codec.name}", file=sys.stderr)
+    bar = tqdm(
+        total=args.max_frames, unit="frame", desc=f"{client.mode} {client.split} {client.codec.name}", file=sys.stderr
+    )
     if not args.quiet:
         tqdm.write(report.header())
     try:

@@ -1,10 +1,10 @@
 """The Python client: run the head here, the tail on a server, get detections back.
 
-    with splitrt.connect("127.0.0.1:8001", model="fasterrcnn_mobilenet_v3_large_320_fpn",
-                         split="features.3", codec="int8-zstd") as client:
-        result = client.detect(image)           # one frame, one round trip
-        for result in client.stream(frames):    # pipelined, results in frame order
-            ...
+with splitrt.connect("127.0.0.1:8001", model="fasterrcnn_mobilenet_v3_large_320_fpn",
+                     split="features.3", codec="int8-zstd") as client:
+    result = client.detect(image)           # one frame, one round trip
+    for result in client.stream(frames):    # pipelined, results in frame order
+        ...
 """
 
 from __future__ import annotations
@@ -206,8 +206,10 @@ class SplitClient:
                 if block:
                     return session
             else:  # the stream ended or broke: every frame still waiting is reported as failed
-                reason = f"stream to {self.target} broke: {describe_rpc_error(payload)}" if kind == "failed" else (
-                    f"stream to {self.target} closed before the frame was answered"
+                reason = (
+                    f"stream to {self.target} broke: {describe_rpc_error(payload)}"
+                    if kind == "failed"
+                    else (f"stream to {self.target} closed before the frame was answered")
                 )
                 for item in pending.values():
                     item.result.mode, item.result.error = "error", reason
@@ -256,7 +258,9 @@ class SplitClient:
         except WireError as exc:
             result.mode, result.error = "error", f"malformed response: {exc}"
             return result
-        server_ms = {k: float(params.get(p, 0)) / 1e3 for k, p in (("decode", DECODE_US), ("queue", QUEUE_US), ("tail", TAIL_US))}
+        server_ms = {
+            k: float(params.get(p, 0)) / 1e3 for k, p in (("decode", DECODE_US), ("queue", QUEUE_US), ("tail", TAIL_US))
+        }
         server_total = sum(server_ms.values())
         rtt = (received - item.sent) * 1e3
         result.timings_ms.update(

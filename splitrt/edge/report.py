@@ -7,8 +7,16 @@ import statistics
 from .frames import FrameResult
 
 COLUMNS = [
-    ("frame", 6), ("mode", 8), ("split", 12), ("codec", 10), ("bytes", 9),
-    ("head ms", 8), ("net ms", 8), ("server ms", 9), ("total ms", 9), ("dets", 5),
+    ("frame", 6),
+    ("mode", 8),
+    ("split", 12),
+    ("codec", 10),
+    ("bytes", 9),
+    ("head ms", 8),
+    ("net ms", 8),
+    ("server ms", 9),
+    ("total ms", 9),
+    ("dets", 5),
 ]
 
 
@@ -19,9 +27,16 @@ def header() -> str:
 def row(result: FrameResult) -> str:
     t = result.timings_ms
     cells = [
-        result.frame_id, result.mode, result.split, result.codec, result.wire_bytes,
-        _fmt(t.get("head", 0.0) + t.get("encode", 0.0)), _fmt(t.get("network")), _fmt(t.get("server")),
-        _fmt(t.get("total")), result.num_detections if result.ok else "-",
+        result.frame_id,
+        result.mode,
+        result.split,
+        result.codec,
+        result.wire_bytes,
+        _fmt(t.get("head", 0.0) + t.get("encode", 0.0)),
+        _fmt(t.get("network")),
+        _fmt(t.get("server")),
+        _fmt(t.get("total")),
+        result.num_detections if result.ok else "-",
     ]
     line = " ".join(f"{str(c)[:w]:>{w}}" for c, (_, w) in zip(cells, COLUMNS))
     return line + (f"  ! {result.error}" if result.error else "")

@@ -86,8 +86,7 @@ class SplitModel(ABC, nn.Module):
     def check_split(self, split: str) -> None:
         if split not in self.split_points:
             raise SplitError(
-                f"model {self.name!r} has no split point {split!r}; "
-                f"choose one of {', '.join(self.split_points)}"
+                f"model {self.name!r} has no split point {split!r}; choose one of {', '.join(self.split_points)}"
             )
 
     def check_features(self, features: OrderedDict[str, Tensor], split: str) -> None:

@@ -7,10 +7,11 @@ The edge and the server must build the same model; both read the same spec
 from __future__ import annotations
 
 import json
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from .base import SplitModel
 from .zoo import build_model, list_models

@@ -24,9 +24,7 @@ class Stage:
 CARRY = "x"
 
 
-def run_stages(
-    stages: list[Stage], x: Tensor, emitted: OrderedDict[str, Tensor], start: int, stop: int
-) -> Tensor:
+def run_stages(stages: list[Stage], x: Tensor, emitted: OrderedDict[str, Tensor], start: int, stop: int) -> Tensor:
     """Run ``stages[start:stop]`` on ``x``, adding emitted outputs in place."""
     for stage in stages[start:stop]:
         x = stage.module(x)
@@ -35,7 +33,9 @@ def run_stages(
     return x
 
 
-def cut_features(stages: list[Stage], x: Tensor, emitted: OrderedDict[str, Tensor], stop: int) -> OrderedDict[str, Tensor]:
+def cut_features(
+    stages: list[Stage], x: Tensor, emitted: OrderedDict[str, Tensor], stop: int
+) -> OrderedDict[str, Tensor]:
     """The tensors that must cross a cut after ``stages[:stop]``.
 
     Everything already emitted, plus the running activation unless the last
@@ -49,7 +49,9 @@ def cut_features(stages: list[Stage], x: Tensor, emitted: OrderedDict[str, Tenso
     return out
 
 
-def resume(stages: list[Stage], features: OrderedDict[str, Tensor], start: int) -> tuple[Tensor, OrderedDict[str, Tensor]]:
+def resume(
+    stages: list[Stage], features: OrderedDict[str, Tensor], start: int
+) -> tuple[Tensor, OrderedDict[str, Tensor]]:
     """Recover the running activation and the emitted outputs after a cut."""
     emitted = OrderedDict((k, v) for k, v in features.items() if k != CARRY)
     if CARRY in features:

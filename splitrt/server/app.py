@@ -32,18 +32,28 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Example: splitrt-server --port 8001 --model fasterrcnn_mobilenet_v3_large_320_fpn",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=8001, help="port to listen on; 0 picks a free one (default: %(default)s)")
     parser.add_argument(
-        "--model", action="append", default=[], metavar="[NAME=]ARCH",
+        "--port", type=int, default=8001, help="port to listen on; 0 picks a free one (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="[NAME=]ARCH",
         help=f"model to serve, from the zoo (repeatable; default: {DEFAULT_MODEL})",
     )
     parser.add_argument("--weights", help="safetensors weights for --model (default: deterministic untrained weights)")
     parser.add_argument(
-        "--model-option", action="append", default=[], metavar="KEY=VALUE",
+        "--model-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="option passed to the model builder, e.g. num_classes=4 (repeatable)",
     )
     parser.add_argument("--config", help="TOML file with [[models]] tables (name, arch, weights, options)")
-    parser.add_argument("--device", default="cpu", help="torch device for the tails: cpu, cuda, cuda:1 (default: %(default)s)")
+    parser.add_argument(
+        "--device", default="cpu", help="torch device for the tails: cpu, cuda, cuda:1 (default: %(default)s)"
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -104,7 +114,8 @@ async def serve(args: argparse.Namespace, specs: list[ModelSpec]) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=args.log_level, stream=sys.stderr,
+        level=args.log_level,
+        stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:

@@ -68,7 +68,9 @@ class ServedModel:
             meta = FrameMeta(size, size, size)
         return features, meta
 
-    def tail(self, features: OrderedDict[str, Tensor], meta: FrameMeta, split: str) -> tuple[dict[str, Tensor], int, int]:
+    def tail(
+        self, features: OrderedDict[str, Tensor], meta: FrameMeta, split: str
+    ) -> tuple[dict[str, Tensor], int, int]:
         """Run the tail; returns outputs on the CPU and the start/end times in ns."""
         start = time.perf_counter_ns()
         with torch.inference_mode():
@@ -92,7 +94,11 @@ class ModelRepository:
             self._models[spec.name] = ServedModel(spec, device)
             log.info(
                 "loaded model %s (%s, fingerprint %s) on %s in %.1fs",
-                spec.name, spec.arch, self._models[spec.name].fingerprint, device, time.perf_counter() - started,
+                spec.name,
+                spec.arch,
+                self._models[spec.name].fingerprint,
+                device,
+                time.perf_counter() - started,
             )
         self.ready = True
 

@@ -123,13 +123,19 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"frame {request.id!r}: {exc}") from exc
         decoded = time.perf_counter_ns()
         try:
-            outputs, start, end = await loop.run_in_executor(served.tail_worker, served.tail, features, meta, frame.split)
+            outputs, start, end = await loop.run_in_executor(
+                served.tail_worker, served.tail, features, meta, frame.split
+            )
         except _BAD_INPUT as exc:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"frame {request.id!r}: {exc}") from exc
         except Exception as exc:  # a tail failure must not take the server down
             log.exception("tail of %s failed on frame %s", served.name, request.id)
             raise RequestError(grpc.StatusCode.INTERNAL, f"frame {request.id!r}: tail failed: {exc}") from exc
-        timings = {DECODE_US: (decoded - arrival) // 1000, QUEUE_US: (start - decoded) // 1000, TAIL_US: (end - start) // 1000}
+        timings = {
+            DECODE_US: (decoded - arrival) // 1000,
+            QUEUE_US: (start - decoded) // 1000,
+            TAIL_US: (end - start) // 1000,
+        }
         return build_response(served.name, request.id, outputs, timings)
 
     def _unknown_model(self, name: str) -> str:

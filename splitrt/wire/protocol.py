@@ -151,7 +151,9 @@ def _read_meta(params: dict[str, object]) -> FrameMeta:
     return FrameMeta((oh, ow), (rh, rw), (bh, bw))
 
 
-def build_response(model: str, frame_id: str, outputs: dict[str, Tensor], timings_us: dict[str, int]) -> pb.ModelInferResponse:
+def build_response(
+    model: str, frame_id: str, outputs: dict[str, Tensor], timings_us: dict[str, int]
+) -> pb.ModelInferResponse:
     response = pb.ModelInferResponse(model_name=model, model_version="1", id=frame_id)
     for name, value in outputs.items():
         value = value.detach().cpu()
