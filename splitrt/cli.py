@@ -10,7 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-DEMO_MODEL = "fasterrcnn_mobilenet_v3_large_320_fpn"
+DEMO_MODEL = "shapes_fcos"
+DEMO_SPLIT = "features.6/eb2"
+DEMO_CODEC = "entropy"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,23 +22,46 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="start a server on loopback, stream a synthetic video through a split detector"
     )
-    demo.add_argument("--frames", type=int, default=24, help="frames of synthetic video (default: %(default)s)")
-    demo.add_argument("--split", default="features.3", help="split point (default: %(default)s)")
-    demo.add_argument("--codec", default="int8-zstd", help="codec (default: %(default)s)")
+    demo.add_argument("--frames", type=int, default=24, help="frames of the shapes video (default: %(default)s)")
+    demo.add_argument("--split", default=DEMO_SPLIT, help="split point (default: %(default)s)")
+    demo.add_argument("--codec", default=DEMO_CODEC, help="codec (default: %(default)s)")
     demo.add_argument("--model", default=DEMO_MODEL, help="model (default: %(default)s)")
     demo.add_argument("--out", default="runs/demo.jsonl", help="JSON lines output (default: %(default)s)")
 
     bench = commands.add_parser("bench", help="benchmarks (tables + JSON)")
     benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
     wire = benches.add_parser("wire", help="bytes per frame for every split point x codec, vs JPEG q90 of the input")
-    wire.add_argument("--model", default=DEMO_MODEL, help="model (default: %(default)s)")
+    wire.add_argument("--model", default="fasterrcnn_mobilenet_v3_large_320_fpn", help="model (default: %(default)s)")
     wire.add_argument("--weights", help="safetensors weights (default: untrained)")
     wire.add_argument("--source", default="synthetic:8", help="frame source (default: %(default)s)")
     wire.add_argument("--frames", type=int, default=8, help="frames to average over (default: %(default)s)")
     wire.add_argument("--out", default="runs/bench-wire.json", help="JSON output (default: %(default)s)")
 
+    train = commands.add_parser("train", help="train the demo detector and its bottlenecks (resumable)")
+    trainers = train.add_subparsers(dest="trainer", required=True, metavar="WHAT")
+    teacher = trainers.add_parser("teacher", help="train the shapes_fcos teacher from scratch on the synthetic set")
+    teacher.add_argument(
+        "--out", default="runs/teacher", help="checkpoint folder; resumes from it (default: %(default)s)"
+    )
+    teacher.add_argument("--steps", type=int, default=8000, help="optimiser steps (default: %(default)s)")
+    teacher.add_argument("--batch-size", type=int, default=8, help="images per step (default: %(default)s)")
+    teacher.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: %(default)s)")
+    teacher.add_argument("--train-count", type=int, default=6000, help="training images (default: %(default)s)")
+
+    bottleneck = trainers.add_parser("bottleneck", help="distil the bottleneck branches of shapes_fcos from a teacher")
+    bottleneck.add_argument("--teacher", default="runs/teacher/teacher.safetensors", help="teacher weights")
+    bottleneck.add_argument("--out", default="runs/bottleneck", help="output folder (default: %(default)s)")
+    bottleneck.add_argument("--split", action="append", help="branch to train, e.g. features.6/eb2 (default: all)")
+    bottleneck.add_argument("--steps", type=int, default=1500, help="steps per branch (default: %(default)s)")
+    bottleneck.add_argument("--batch-size", type=int, default=16, help="images per step (default: %(default)s)")
+
     commands.add_parser("models", help="list models and their split points")
     commands.add_parser("codecs", help="list codecs")
+
+    rate = benches.add_parser("rate", help="mAP vs bytes/frame of shapes_fcos: JPEG, WebP, teacher splits, bottlenecks")
+    rate.add_argument("--weights", help="shapes_fcos weights (default: the shipped ones)")
+    rate.add_argument("--images", type=int, default=300, help="test images (default: %(default)s)")
+    rate.add_argument("--out", default="runs/bench-rate.json", help="JSON output; the plot goes next to it as .png")
     return parser
 
 
@@ -48,44 +73,24 @@ def free_port() -> int:
 
 def demo(args: argparse.Namespace) -> int:
     port = free_port()
-    print(f"== splitrt demo: splitrt-server on 127.0.0.1:{port}, splitrt-edge streaming {args.frames} synthetic frames")
+    source = f"shapes-video:{args.frames}" if args.model == DEMO_MODEL else f"synthetic:{args.frames}"
+    print(f"== splitrt demo: splitrt-server on 127.0.0.1:{port}, splitrt-edge streaming {source}")
     print(f"   model {args.model}, split {args.split}, codec {args.codec}")
-    print("   (untrained weights: no trained model ships yet, so timings and bytes are real but detections are not)")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "splitrt.server.app",
-            "--port",
-            str(port),
-            "--model",
-            args.model,
-            "--log-level",
-            "WARNING",
-        ]
-    )
+    server_cmd = [sys.executable, "-m", "splitrt.server.app", "--port", str(port), "--model", args.model]
+    server = subprocess.Popen([*server_cmd, "--log-level", "WARNING"])
+    edge_cmd = [
+        sys.executable,
+        "-m",
+        "splitrt.edge.cli",
+        source,
+        "--server",
+        f"127.0.0.1:{port}",
+        "--model",
+        args.model,
+    ]
+    edge_cmd += ["--split", args.split, "--codec", args.codec, "--out", args.out]
     try:
-        edge = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "splitrt.edge.cli",
-                f"synthetic:{args.frames}",
-                "--server",
-                f"127.0.0.1:{port}",
-                "--model",
-                args.model,
-                "--split",
-                args.split,
-                "--codec",
-                args.codec,
-                "--out",
-                args.out,
-                "--max-frames",
-                str(args.frames),
-            ],
-            check=False,
-        )
+        edge = subprocess.run(edge_cmd, check=False)
     finally:
         server.send_signal(signal.SIGTERM)
         started = time.monotonic()
@@ -94,10 +99,15 @@ def demo(args: argparse.Namespace) -> int:
         except subprocess.TimeoutExpired:
             server.kill()
             server_code = server.wait()
+    verdict = "stopped cleanly" if server_code == 0 else "FAILED to stop cleanly"
     print(
-        f"== server {'stopped cleanly' if server_code == 0 else 'FAILED to stop cleanly'} "
-        f"{time.monotonic() - started:.1f}s after SIGTERM (exit {server_code}); edge exit {edge.returncode}"
+        f"== server {verdict} {time.monotonic() - started:.1f}s after SIGTERM (exit {server_code}); "
+        f"edge exit {edge.returncode}"
     )
+    if edge.returncode == 0 and args.model == DEMO_MODEL:
+        from .bench.video import report
+
+        print(report(Path(args.out), args.frames))
     return edge.returncode or server_code
 
 
@@ -129,6 +139,24 @@ def main(argv: list[str] | None = None) -> int:
         from .models.spec import parse_model_flag
 
         return wire.main(parse_model_flag(args.model, args.weights), args.source, args.frames, Path(args.out))
+    if args.command == "train" and args.trainer == "teacher":
+        from .train.teacher import train_teacher
+
+        metrics = train_teacher(
+            Path(args.out), steps=args.steps, batch_size=args.batch_size, lr=args.lr, train_count=args.train_count
+        )
+        print(f"teacher val mAP@[.5:.95] {metrics['map']:.1f}  mAP@.5 {metrics['map50']:.1f}  -> {args.out}")
+        return 0
+    if args.command == "train" and args.trainer == "bottleneck":
+        from .train.bottleneck import train_bottlenecks
+
+        path = train_bottlenecks(Path(args.teacher), Path(args.out), args.split, args.steps, args.batch_size)
+        print(f"bottlenecks written to {path}")
+        return 0
+    if args.command == "bench" and args.bench == "rate":
+        from .bench import rate
+
+        return rate.main(args.weights, args.images, Path(args.out))
     if args.command == "models":
         return list_models()
     if args.command == "codecs":

@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 from torch import Tensor
 
@@ -38,14 +38,24 @@ class Codec(ABC):
 
 
 CodecFactory = Callable[[], Codec]
+#: Codecs that need the model's own entropy model or bottleneck: factory(model, split).
+ModelCodecFactory = Callable[[Any, str], Codec]
 _REGISTRY: dict[str, CodecFactory] = {}
+_MODEL_BOUND: dict[str, ModelCodecFactory] = {}
 _PARAMETRIC: dict[str, Callable[[str], Codec]] = {}
 
 
 def register_codec(name: str, factory: CodecFactory) -> None:
-    if name in _REGISTRY:
+    if name in _REGISTRY or name in _MODEL_BOUND:
         raise ValueError(f"codec {name!r} is already registered")
     _REGISTRY[name] = factory
+
+
+def register_model_codec(name: str, factory: ModelCodecFactory) -> None:
+    """A codec that works only with a model's learned parts (an entropy model, a bottleneck)."""
+    if name in _REGISTRY or name in _MODEL_BOUND:
+        raise ValueError(f"codec {name!r} is already registered")
+    _MODEL_BOUND[name] = factory
 
 
 def register_parametric_codec(prefix: str, factory: Callable[[str], Codec]) -> None:
@@ -53,14 +63,27 @@ def register_parametric_codec(prefix: str, factory: Callable[[str], Codec]) -> N
     _PARAMETRIC[prefix] = factory
 
 
-def get_codec(name: str) -> Codec:
+def get_codec(name: str, model: Any = None, split: str | None = None) -> Codec:
+    """A codec by name; model-bound codecs (``entropy``) also need the model and split point."""
     if name in _REGISTRY:
         return _REGISTRY[name]()
+    if name in _MODEL_BOUND:
+        if model is None or split is None:
+            raise CodecError(f"codec {name!r} needs the model and split point it belongs to")
+        return _MODEL_BOUND[name](model, split)
     prefix, sep, arg = name.partition(":")
     if sep and prefix in _PARAMETRIC:
         return _PARAMETRIC[prefix](arg)
     raise CodecError(f"unknown codec {name!r}; registered: {', '.join(list_codecs())}")
 
 
+def codec_kind(name: str) -> CodecKind:
+    """The kind of a codec by name, without building it (model-bound codecs are feature codecs)."""
+    if name in _MODEL_BOUND:
+        return "features"
+    return get_codec(name).kind
+
+
 def list_codecs(kind: CodecKind | None = None) -> list[str]:
-    return [n for n, f in _REGISTRY.items() if kind is None or f().kind == kind]
+    plain = [n for n, f in _REGISTRY.items() if kind is None or f().kind == kind]
+    return plain + ([] if kind not in (None, "features") else list(_MODEL_BOUND))

@@ -32,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("source", help="synthetic:N, an image file, a folder, a video file, or a camera index")
+    parser.add_argument(
+        "source", help="synthetic:N, shapes-video:N, an image file, a folder, a video file, or a camera index"
+    )
     parser.add_argument("--server", default="127.0.0.1:8001", help="server address host:port (default: %(default)s)")
     parser.add_argument(
         "--model", default=DEFAULT_MODEL, metavar="[NAME=]ARCH", help="model, as served (default: %(default)s)"
@@ -43,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--split", help="split point (default: an early cut; see `splitrt models`)")
     parser.add_argument(
-        "--codec", default="int8-zstd", help="codec: fp32, fp16, int8 (+ -zstd), jpeg[:Q], png, webp[:Q], raw, local"
+        "--codec",
+        default="int8-zstd",
+        help="codec: fp32, fp16, int8 (+ -zstd), jpeg[:Q], png, webp[:Q], raw, local; "
+        "for bottleneck splits (X/bn, X/ebK): bottleneck-int8-zstd, entropy",
     )
     parser.add_argument(
         "--out", default="runs/edge.jsonl", help="JSON lines output, one line per frame (default: %(default)s)"
@@ -87,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         out.close()
         return 2
     with client, out:
-        if spec.weights is None:
+        if not client.model.trained:
             print(
                 f"NOTE: {spec.arch} uses untrained weights (deterministic random init, same on edge and server); "
                 "timings and bytes are real, detections are not meaningful.",

@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 import torch
 
-from ..codecs import CodecError, get_codec
+from ..codecs import CodecError, codec_kind, get_codec
 from ..models.base import INPUT_SPLIT, SplitModel
 from ..models.spec import ModelSpec, parse_model_flag
 from ..wire import kserve_v2_pb2 as pb
@@ -74,10 +74,10 @@ class SplitClient:
     ) -> None:
         self.spec = model if isinstance(model, ModelSpec) else parse_model_flag(model, weights, model_options)
         self.model = self.spec.build()
-        self.codec = get_codec(codec)
         if split is None:
-            split = INPUT_SPLIT if self.codec.kind == "image" else default_split(self.model)
+            split = INPUT_SPLIT if codec_kind(codec) == "image" else default_split(self.model)
         self.model.check_split(split)
+        self.codec = get_codec(codec, self.model, split)
         if self.codec.kind == "image" and split != INPUT_SPLIT:
             raise CodecError(f"image codec {codec!r} sends the input image; use split 'input', not {split!r}")
         if self.codec.kind == "features" and split == INPUT_SPLIT:

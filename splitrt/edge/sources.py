@@ -19,7 +19,9 @@ class SourceError(ValueError):
 def open_source(spec: str, max_frames: int | None = None) -> Iterator[np.ndarray]:
     """Frames as HxWx3 uint8 RGB arrays.
 
-    ``spec`` is ``synthetic:N`` (a moving-objects video of N frames), a camera
+    ``spec`` is ``synthetic:N`` (a moving-objects video of N frames),
+    ``shapes-video:N`` (the shapes data set's video mode, what the demo model
+    was trained for), a camera
     index (``0``), an image file, a folder of images, or a video file.
     """
     frames = _frames(spec)
@@ -30,6 +32,13 @@ def open_source(spec: str, max_frames: int | None = None) -> Iterator[np.ndarray
 
 
 def _frames(spec: str) -> Iterator[np.ndarray]:
+    if spec.startswith("shapes-video:"):
+        count = spec.partition(":")[2]
+        if not count.isdigit() or int(count) < 1:
+            raise SourceError(f"shapes-video source needs a positive frame count, e.g. shapes-video:30 (got {spec!r})")
+        from ..data import shapes
+
+        return (frame for frame, _ in shapes.video(int(count)))
     if spec.startswith("synthetic:"):
         count = spec.partition(":")[2]
         if not count.isdigit() or int(count) < 1:

@@ -12,6 +12,7 @@ from torchvision.models import detection as tvd
 from torchvision.models import mobilenet_v3_large, resnet18, resnet50
 
 from .base import SplitModel
+from .bottleneck import BottleneckDetector, BranchConfig
 from .classification import ClassificationSplitModel
 from .detection import DetectionSplitModel, predict_fcos, predict_rcnn, predict_retinanet, predict_ssd
 from .stages import Stage
@@ -38,12 +39,25 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+#: Weights that ship inside the package, trained by this project (see README: reproducing them).
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+SHIPPED_WEIGHTS = {"shapes_fcos": "shapes_fcos.safetensors"}
+#: Ask for deterministic untrained weights even where trained ones ship.
+RANDOM = "random"
+
+
+def shipped_weights(name: str) -> Path | None:
+    path = WEIGHTS_DIR / SHIPPED_WEIGHTS[name] if name in SHIPPED_WEIGHTS else None
+    return path if path is not None and path.is_file() else None
+
+
 def build_model(name: str, weights: str | Path | None = None, **kwargs: Any) -> SplitModel:
     """Build a registered model in eval mode.
 
-    ``weights`` is ``None`` (deterministic untrained weights), a safetensors
-    file written by splitrt, or ``"DEFAULT"`` for torchvision's pretrained
-    weights (downloads; never used by tests).
+    ``weights`` is ``None`` (the weights that ship with splitrt for this
+    model, else deterministic untrained weights), ``"random"`` (always
+    untrained), a safetensors file written by splitrt, or ``"DEFAULT"`` for
+    torchvision's pretrained weights (downloads; never used by tests).
     """
     if name not in _REGISTRY:
         raise KeyError(f"unknown model {name!r}; registered: {', '.join(list_models())}")
@@ -51,26 +65,61 @@ def build_model(name: str, weights: str | Path | None = None, **kwargs: Any) -> 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(UNTRAINED_SEED)
         model = _REGISTRY[name](tv_weights=tv_weights, **kwargs)
-    if weights not in (None, "DEFAULT"):
+    if weights is None:
+        weights = shipped_weights(name)
+    if weights not in (None, "DEFAULT", RANDOM):
         load_weights(model, Path(weights))
+    model.trained = weights not in (None, RANDOM)
     return model.eval()
 
 
 def load_weights(model: nn.Module, path: Path) -> None:
-    """Load a safetensors file (never a pickle) into ``model``, strictly."""
+    """Load a safetensors file (never a pickle) into ``model``, strictly, and check its entropy tables."""
     from safetensors.torch import load_file
 
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
     state = load_file(str(path))
+    _fit_entropy_tables(model, state)
     model.load_state_dict(state, strict=True)
+    _check_entropy_tables(model, path)
     model._fingerprint = None
 
 
-def save_weights(model: nn.Module, path: Path) -> None:
+_CDF_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length")
+
+
+def _entropy_models(model: nn.Module):
+    return [(n, m) for n, m in model.named_modules() if all(hasattr(m, b) for b in _CDF_BUFFERS)]
+
+
+def _fit_entropy_tables(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """CDF tables vary in size with training; give the buffers the saved shapes before loading."""
+    for name, module in _entropy_models(model):
+        for buffer in _CDF_BUFFERS:
+            saved = state.get(f"{name}.{buffer}")
+            if saved is not None:
+                module._buffers[buffer] = torch.empty_like(saved)
+
+
+def _check_entropy_tables(model: nn.Module, path: Path) -> None:
+    """The saved CDF tables must be exactly what these weights produce, or bitstreams would not decode."""
+    for name, module in _entropy_models(model):
+        saved = [getattr(module, b).clone() for b in _CDF_BUFFERS]
+        if saved[0].numel() == 0:
+            continue
+        module.update(force=True)
+        if not all(torch.equal(a, getattr(module, b)) for a, b in zip(saved, _CDF_BUFFERS)):
+            raise ValueError(
+                f"{path}: the CDF tables of {name} do not match its parameters "
+                "(corrupt file, or written by an incompatible CompressAI version)"
+            )
+
+
+def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
     from safetensors.torch import save_file
 
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path), metadata=metadata)
 
 
 # -- backbone flattening ----------------------------------------------------------------
@@ -193,3 +242,50 @@ def mobilenet_v3_large_classifier(tv_weights: Any = None, **kwargs: Any) -> Spli
     cuts["features"] = len(blocks)
     cuts["pool"] = len(blocks) + 2
     return ClassificationSplitModel("mobilenet_v3_large", net, stages, cuts, size)
+
+
+# -- models trained by this project ------------------------------------------------------------------
+@register_model("shapes_fcos")
+def shapes_fcos(tv_weights: Any = None, **kwargs: Any) -> SplitModel:
+    """FCOS on a MobileNetV3-Large FPN (96 channels) for the synthetic shapes set, 160 px.
+
+    Small enough to train from scratch on two CPU cores and to ship inside
+    the package; ``tv_weights`` is ignored (there are no pretrained weights).
+    """
+    from functools import partial
+
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN
+    from torchvision.models.detection.fcos import FCOSHead
+    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+    num_classes = kwargs.pop("num_classes", 9)
+    channels = kwargs.pop("fpn_channels", 96)
+    size = kwargs.pop("image_size", 160)
+    features = mobilenet_v3_large(norm_layer=partial(nn.BatchNorm2d, eps=0.001, momentum=0.01)).features
+    returned = {"6": "0", "12": "1", "16": "2"}
+    in_channels = [features[int(i)].out_channels for i in returned]
+    backbone = BackboneWithFPN(
+        features, returned, in_channels, channels, extra_blocks=LastLevelP6P7(channels, channels)
+    )
+    head = FCOSHead(channels, num_anchors=1, num_classes=num_classes, num_convs=2)
+    kwargs.setdefault("score_thresh", 0.05)
+    kwargs.setdefault("detections_per_img", 50)
+    det = tvd.FCOS(backbone, num_classes, min_size=size, max_size=size, head=head, **kwargs)
+    body = det.backbone.body
+    cuts = _mobilenet_cuts([m for _, m in body.named_children()])
+    cuts["body"] = len(body)
+    return BottleneckDetector(
+        "shapes_fcos", det, _body_stages(body), cuts, predict_fcos, neck=det.backbone.fpn, branches=SHAPES_BRANCHES
+    )
+
+
+#: The learned bottlenecks of shapes_fcos: ``/bn`` plain (sent as int8+zstd), ``/ebK`` entropy-coded
+#: (K = rate-distortion trade-off, 1 = fewest bytes).
+SHAPES_BRANCHES = {
+    "features.3/bn": BranchConfig("features.3", 16, entropy=False),
+    "features.6/bn": BranchConfig("features.6", 24, entropy=False),
+    "features.3/eb2": BranchConfig("features.3", 16, entropy=True),
+    "features.6/eb1": BranchConfig("features.6", 24, entropy=True),
+    "features.6/eb2": BranchConfig("features.6", 24, entropy=True),
+    "features.6/eb3": BranchConfig("features.6", 24, entropy=True),
+}

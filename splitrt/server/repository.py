@@ -45,8 +45,8 @@ class ServedModel:
 
     def decode(self, frame: FrameRequest) -> tuple[OrderedDict[str, Tensor], FrameMeta]:
         """Decode and validate a frame's payload; raises CodecError or SplitError."""
-        codec = get_codec(frame.codec)
         self.model.check_split(frame.split)
+        codec = get_codec(frame.codec, self.model, frame.split)
         if codec.kind == "local":
             raise CodecError("codec 'local' means the edge runs the model itself; nothing should be sent")
         if (codec.kind == "image") != (frame.split == INPUT_SPLIT):

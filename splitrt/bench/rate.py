@@ -1,0 +1,166 @@
+"""`splitrt bench rate`: mAP against bytes per frame, for every way of getting a frame to the tail.
+
+Batch size 1, test split (never seen in training), bytes = length of the
+actual encoded payload that would go in raw_input_contents.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from ..codecs import get_codec
+from ..data.datasets import ShapesDetection
+from ..data.evaluate import coco_map, to_coco_results
+from ..models import INPUT_SPLIT, build_model
+from ..models.base import SplitModel
+
+JPEG_QUALITIES = [10, 20, 30, 50, 70, 90, 95]
+WEBP_QUALITIES = [10, 30, 50, 80]
+
+
+def configurations(model: SplitModel) -> list[tuple[str, str, str]]:
+    """(family, split, codec) for every curve of the plot."""
+    configs = [("local teacher", "local", "local")]
+    configs += [("JPEG", INPUT_SPLIT, f"jpeg:{q}") for q in JPEG_QUALITIES]
+    configs += [("WebP", INPUT_SPLIT, f"webp:{q}") for q in WEBP_QUALITIES]
+    for cut in ("features.3", "features.6"):
+        configs += [(f"teacher {cut} fp16", cut, "fp16"), (f"teacher {cut} int8+zstd", cut, "int8-zstd")]
+    for split in getattr(model, "branch_splits", []):
+        if split.endswith("/bn"):
+            configs.append(("bottleneck int8+zstd", split, "bottleneck-int8-zstd"))
+        else:
+            configs.append(("entropy bottleneck", split, "entropy"))
+    return configs
+
+
+@torch.inference_mode()
+def evaluate(model: SplitModel, dataset: ShapesDetection, split: str, codec_name: str) -> dict[str, Any]:
+    sizes, results = [], []
+    codec = None if codec_name == "local" else get_codec(codec_name, model, split)
+    for index in range(len(dataset)):
+        image = dataset[index][0]
+        if codec is None:
+            out = model.full(image)
+            sizes.append(0)
+        else:
+            features, meta = model.head(image, split)
+            payload = codec.encode(features)
+            sizes.append(len(payload))
+            out = model.tail(codec.decode(payload), meta, split)
+        results += to_coco_results(dataset.image_id(index), out["boxes"], out["scores"], out["labels"])
+    metrics = coco_map(dataset.coco(), results)
+    return {**metrics, "bytes_mean": statistics.fmean(sizes), "bytes_median": statistics.median(sizes)}
+
+
+def run(weights: str | None, count: int) -> dict[str, Any]:
+    model = build_model("shapes_fcos", weights=weights)
+    if not model.trained:
+        raise ValueError("bench rate needs trained shapes_fcos weights (ship them or pass --weights)")
+    dataset = ShapesDetection("test", count)
+    rows = []
+    for family, split, codec in tqdm(configurations(model), desc="bench rate", unit="config"):
+        rows.append({"family": family, "split": split, "codec": codec, **evaluate(model, dataset, split, codec)})
+    return {
+        "benchmark": "rate",
+        "model": "shapes_fcos",
+        "split": "test",
+        "images": count,
+        "rows": rows,
+        "summary": summarise(rows),
+    }
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    teacher = next(r for r in rows if r["codec"] == "local")
+    jpeg = sorted((r for r in rows if r["family"] == "JPEG"), key=lambda r: r["bytes_mean"])
+    entropy = [r for r in rows if r["codec"] == "entropy"]
+    if not entropy:
+        return {"teacher_map": teacher["map"]}
+    best = max(entropy, key=lambda r: (r["map"], -r["bytes_mean"]))
+    matching = [r for r in jpeg if r["map"] >= best["map"]]
+    cheapest_jpeg = matching[0] if matching else None
+    ratio = cheapest_jpeg["bytes_mean"] / best["bytes_mean"] if cheapest_jpeg else None
+    return {
+        "teacher_map": teacher["map"],
+        "best_entropy": {k: best[k] for k in ("split", "map", "map50", "bytes_mean")},
+        "cheapest_jpeg_at_least_as_accurate": (
+            {k: cheapest_jpeg[k] for k in ("codec", "map", "bytes_mean")} if cheapest_jpeg else None
+        ),
+        "bytes_ratio_jpeg_over_entropy": ratio,
+        "map_drop_vs_teacher": teacher["map"] - best["map"],
+        "target_10x_fewer_bytes": bool(ratio is not None and ratio >= 10),
+        "target_within_1_map_point": bool(teacher["map"] - best["map"] <= 1.0),
+    }
+
+
+def format_table(result: dict[str, Any]) -> str:
+    lines = [
+        f"bench rate: shapes_fcos on {result['images']} test images, batch 1, bytes = wire payload",
+        f"{'family':>26} {'split':>15} {'codec':>22} {'kB/frame':>9} {'mAP':>6} {'mAP50':>6}",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"{r['family']:>26} {r['split']:>15} {r['codec']:>22} {r['bytes_mean'] / 1000:>9.3f} "
+            f"{r['map']:>6.1f} {r['map50']:>6.1f}"
+        )
+    s = result["summary"]
+    if "best_entropy" in s:
+        jpeg = s["cheapest_jpeg_at_least_as_accurate"]
+        lines.append(
+            f"best entropy point: {s['best_entropy']['split']} mAP {s['best_entropy']['map']:.1f} at "
+            f"{s['best_entropy']['bytes_mean']:.0f} B/frame; teacher mAP {s['teacher_map']:.1f} "
+            f"(drop {s['map_drop_vs_teacher']:.1f})"
+        )
+        if jpeg:
+            lines.append(
+                f"cheapest JPEG at least as accurate: {jpeg['codec']} mAP {jpeg['map']:.1f} at "
+                f"{jpeg['bytes_mean']:.0f} B/frame -> {s['bytes_ratio_jpeg_over_entropy']:.1f}x the entropy bytes"
+            )
+        else:
+            lines.append("no JPEG quality reaches the best entropy point's mAP")
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    families: dict[str, list[dict[str, Any]]] = {}
+    for r in result["rows"]:
+        families.setdefault(r["family"], []).append(r)
+    for family, rows in families.items():
+        if family == "local teacher":
+            ax.axhline(rows[0]["map"], color="black", linestyle="--", linewidth=1, label="local teacher (no network)")
+            continue
+        rows = sorted(rows, key=lambda r: r["bytes_mean"])
+        style = "-o" if len(rows) > 1 else "s"
+        ax.plot([r["bytes_mean"] / 1000 for r in rows], [r["map"] for r in rows], style, label=family, markersize=5)
+    ax.set_xscale("log")
+    ax.set_xlabel("kB per frame on the wire (log scale)")
+    ax.set_ylabel("mAP@[.5:.95] (%)")
+    ax.set_title(f"shapes_fcos: accuracy vs bytes ({result['images']} test images)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(weights: str | None, count: int, out: Path) -> int:
+    result = run(weights, count)
+    print(format_table(result))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    png = out.with_suffix(".png")
+    plot(result, png)
+    print(f"written: {out}, {png}")
+    return 0

@@ -1,0 +1,1 @@
+"""Data sets (a synthetic detection set, COCO-format loaders) and mAP evaluation."""

@@ -1,0 +1,1 @@
+"""Training: the teacher detector, bottlenecks by distillation, entropy-coded bottlenecks."""

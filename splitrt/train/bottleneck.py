@@ -1,0 +1,145 @@
+"""`splitrt train bottleneck`: head-network distillation of the bottleneck branches.
+
+Each branch's student (a copy of the teacher's first stages) and encoder run
+on the edge, its decoder on the server; the decoder's output is trained to
+match the teacher's own tensor at the cut (MSE), with the teacher frozen.
+Entropy-coded branches add the rate (bits per input pixel, from the
+factorized prior's likelihoods) with a trade-off lambda, plus CompressAI's
+auxiliary quantile loss; ``update()`` builds their CDF tables at the end.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..data.datasets import ShapesDetection, collate
+from ..models import build_model
+from ..models.bottleneck import BottleneckDetector
+from . import checkpoint
+
+#: Rate-distortion trade-off per entropy-coded variant: loss = bpp + lambda * relative MSE.
+LAMBDAS = {"eb1": 2.0, "eb2": 8.0, "eb3": 32.0}
+
+
+def lambda_for(split: str) -> float | None:
+    variant = split.rpartition("/")[2]
+    return LAMBDAS.get(variant)
+
+
+def reset_students(model: BottleneckDetector) -> None:
+    """Start every student from the (trained) teacher's own layers."""
+    stages = model.teacher_stages()
+    for split in model.branch_splits:
+        branch = model.branch(split)
+        stop = model._cuts[branch.config.cut]
+        branch.student.load_state_dict(nn.Sequential(*[s.module for s in stages[:stop]]).state_dict())
+
+
+def distill_branch(
+    model: BottleneckDetector,
+    split: str,
+    steps: int,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    train_count: int = 6000,
+    log: checkpoint.JsonLog | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
+    branch = model.branch(split)
+    stop = model._cuts[branch.config.cut]
+    teacher_prefix = nn.Sequential(*[s.module for s in model.teacher_stages()[:stop]]).eval()
+    lam = lambda_for(split)
+    entropy = branch.entropy_bottleneck
+    main_params = [p for n, p in branch.named_parameters() if not n.endswith(".quantiles")]
+    optimizer = torch.optim.Adam(main_params, lr=lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))
+    )
+    aux_optimizer = torch.optim.Adam([entropy.quantiles], lr=1e-3) if entropy is not None else None
+    data = ShapesDetection("train", train_count, seed=seed)
+    loader = DataLoader(
+        data,
+        batch_size=batch_size,
+        shuffle=True,
+        collate_fn=collate,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(seed + 1),
+    )
+    branch.train()
+    step, last = 0, {}
+    bar = tqdm(total=steps, desc=f"distill {split}", unit="step")
+    while step < steps:
+        for images, _ in loader:
+            if step >= steps:
+                break
+            began = time.perf_counter()
+            with torch.no_grad():
+                batch, _ = model.detector.transform(images)
+                x = batch.tensors
+                target = teacher_prefix(x)
+            restored, likelihoods = branch(x)
+            distortion = F.mse_loss(restored, target) / target.var().clamp_min(1e-8)
+            loss = distortion
+            bpp = torch.zeros(())
+            if likelihoods is not None:
+                bpp = -torch.log2(likelihoods).sum() / (x.shape[0] * x.shape[-2] * x.shape[-1])
+                loss = bpp + lam * distortion
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(main_params, 5.0)
+            optimizer.step()
+            schedule.step()
+            if aux_optimizer is not None:
+                aux_optimizer.zero_grad(set_to_none=True)
+                aux = branch.aux_loss()
+                aux.backward()
+                aux_optimizer.step()
+            step += 1
+            last = {"loss": loss.item(), "relative_mse": distortion.item(), "bpp": bpp.item()}
+            bar.update(1)
+            bar.set_postfix(mse=f"{last['relative_mse']:.4f}", bpp=f"{last['bpp']:.3f}")
+            if log is not None:
+                log.write(split=split, step=step, seconds=time.perf_counter() - began, **last)
+    bar.close()
+    branch.eval()
+    branch.update(force=True)
+    return last
+
+
+def train_bottlenecks(
+    teacher: Path, out: Path, splits: list[str] | None = None, steps: int = 1500, batch_size: int = 16, lr: float = 1e-3
+) -> Path:
+    """Distil the requested branches (default: all) on top of ``teacher`` and write the full model's weights."""
+    model = build_model("shapes_fcos", weights="random")
+    checkpoint.load_detector(model, teacher)
+    for p in model.detector.parameters():
+        p.requires_grad_(False)
+    out.mkdir(parents=True, exist_ok=True)
+    existing = out / "shapes_fcos.safetensors"
+    if existing.is_file():  # keep branches trained earlier; train only those asked for now
+        from ..models.zoo import load_weights
+
+        load_weights(model, existing)
+    else:
+        reset_students(model)
+    log = checkpoint.JsonLog(out / "distill-log.jsonl")
+    for split in splits or model.branch_splits:
+        branch = model.branch(split)
+        stop = model._cuts[branch.config.cut]
+        branch.student.load_state_dict(nn.Sequential(*[s.module for s in model.teacher_stages()[:stop]]).state_dict())
+        final = distill_branch(model, split, steps, batch_size, lr, log=log)
+        log.write(split=split, done=True, **final)
+        model.update()
+        from ..models.zoo import save_weights
+
+        save_weights(model, existing)  # after each branch, so an interrupted run keeps what it finished
+    log.close()
+    return existing
