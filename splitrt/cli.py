@@ -58,6 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("models", help="list models and their split points")
     commands.add_parser("codecs", help="list codecs")
 
+    load = benches.add_parser("load", help="N concurrent edge processes against one server: throughput, p50/p99, RSS")
+    load.add_argument("--clients", default="1,4,16,32", help="comma-separated client counts (default: %(default)s)")
+    load.add_argument("--seconds", type=float, default=10.0, help="measurement time per level (default: %(default)s)")
+    load.add_argument("--model", default=DEMO_MODEL, help="model (default: %(default)s)")
+    load.add_argument("--split", default=DEMO_SPLIT, help="split (default: %(default)s)")
+    load.add_argument("--codec", default=DEMO_CODEC, help="codec (default: %(default)s)")
+    load.add_argument("--out", default="runs/bench-load.json", help="JSON output (default: %(default)s)")
+
     rate = benches.add_parser("rate", help="mAP vs bytes/frame of shapes_fcos: JPEG, WebP, teacher splits, bottlenecks")
     rate.add_argument("--weights", help="shapes_fcos weights (default: the shipped ones)")
     rate.add_argument("--images", type=int, default=300, help="test images (default: %(default)s)")
@@ -153,6 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         path = train_bottlenecks(Path(args.teacher), Path(args.out), args.split, args.steps, args.batch_size)
         print(f"bottlenecks written to {path}")
         return 0
+    if args.command == "bench" and args.bench == "load":
+        from .bench import load
+
+        levels = [int(n) for n in args.clients.split(",")]
+        return load.main(levels, args.seconds, args.model, args.split, args.codec, Path(args.out))
     if args.command == "bench" and args.bench == "rate":
         from .bench import rate
 

@@ -47,16 +47,23 @@ class ServerProcess:
         return self.log_path.read_text() if self.log_path.exists() else ""
 
 
-def start_server(config: Path, log_path: Path, timeout_s: float = 180.0) -> ServerProcess:
-    port = free_port()
+def start_server(
+    config: Path,
+    log_path: Path,
+    timeout_s: float = 180.0,
+    extra_args: list[str] | None = None,
+    port: int | None = None,
+    channel_factory=grpc.insecure_channel,
+) -> ServerProcess:
+    port = port or free_port()
     address = f"127.0.0.1:{port}"
-    log_file = log_path.open("w")
+    log_file = log_path.open("a")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "splitrt.server.app", "--port", str(port), "--config", str(config)],
+        [sys.executable, "-m", "splitrt.server.app", "--port", str(port), "--config", str(config), *(extra_args or [])],
         stdout=log_file,
         stderr=subprocess.STDOUT,
     )
-    channel = grpc.insecure_channel(address)
+    channel = channel_factory(address)
     stub = health_pb2_grpc.HealthStub(channel)
     deadline = time.monotonic() + timeout_s
     try:

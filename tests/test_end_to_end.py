@@ -216,12 +216,28 @@ def test_a_bad_frame_in_a_stream_is_answered_with_its_id_and_the_stream_goes_on(
 
 
 def test_frames_to_a_dead_server_are_reported_not_lost(det_spec):
-    with splitrt.connect("127.0.0.1:1", det_spec, split="features.3", codec="int8", timeout_s=10) as client:
+    kwargs = dict(split="features.3", codec="int8", timeout_s=10, max_resends=1)
+    with splitrt.connect("127.0.0.1:1", det_spec, on_failure="drop", **kwargs) as client:
         results = list(client.stream(frames(3)))
         with pytest.raises(FrameFailed, match="UNAVAILABLE"):
             client.detect(frames(1)[0])
     assert [r.frame_id for r in results] == [0, 1, 2]
-    assert all(r.mode == "error" and "UNAVAILABLE" in r.error for r in results)
+    assert all(
+        r.mode == "error" and "UNAVAILABLE" in r.error and "dropped after 2 attempts" in r.error for r in results
+    )
+    assert client.counters["dropped"] == 3 and client.counters["resent"] == 3
+
+
+def test_frames_to_a_dead_server_fall_back_to_the_device(det_spec):
+    with splitrt.connect("127.0.0.1:1", det_spec, split="features.3", codec="int8", max_resends=0) as client:
+        results = list(client.stream(frames(3)))
+        single = client.detect(frames(1)[0])
+        with torch.inference_mode():
+            reference = client.model.full(torch.from_numpy(frames(3)[2].copy()).permute(2, 0, 1).float() / 255)
+    assert [r.mode for r in results] == ["fallback"] * 3 and single.mode == "fallback"
+    assert all(r.ok and "UNAVAILABLE" in r.note for r in results)
+    np.testing.assert_allclose(results[2].boxes, reference["boxes"].numpy(), atol=1e-5)
+    assert client.counters["fallback"] == 4
 
 
 def test_edge_cli_reports_bad_sources_and_outputs(server, tmp_path):

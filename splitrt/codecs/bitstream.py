@@ -26,7 +26,7 @@ FLAG_ZSTD = 1
 MAX_TENSORS = 64
 MAX_NDIM = 8
 #: Bound on the decompressed size so a tiny corrupt payload cannot exhaust memory.
-MAX_BODY_BYTES = 1 << 30
+MAX_BODY_BYTES = 1 << 27
 
 TensorRecord = tuple[str, tuple[int, ...], bytes]
 

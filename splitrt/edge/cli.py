@@ -15,7 +15,8 @@ from ..models.base import SplitError
 from ..models.spec import parse_model_flag, parse_options
 from . import report
 from .client import SplitClient
-from .sources import SourceError, open_source
+from .connection import TOKEN_ENV, ConnectionOptions
+from .sources import SourceError, open_source, paced
 
 DEFAULT_MODEL = "fasterrcnn_mobilenet_v3_large_320_fpn"
 
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--max-frames", type=int, help="stop after this many frames")
     parser.add_argument(
+        "--fps", type=float, help="release frames at this rate, like a camera (default: as fast as possible)"
+    )
+    parser.add_argument(
         "--max-in-flight", type=int, default=4, help="frames awaiting an answer at once (default: %(default)s)"
     )
     parser.add_argument(
@@ -66,6 +70,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=60.0,
         help="seconds to wait for the server to be ready (default: %(default)s)",
     )
+    parser.add_argument(
+        "--on-failure",
+        choices=["local", "drop"],
+        default="local",
+        help="frames the server cannot answer (after resends): run them here, or report them dropped "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-resends", type=int, default=2, help="resends of a frame after a broken stream (default: %(default)s)"
+    )
+    security = parser.add_argument_group("security")
+    security.add_argument("--tls-ca", help="PEM CA bundle to verify the server (enables TLS)")
+    security.add_argument("--tls-cert", help="PEM client certificate (mutual TLS)")
+    security.add_argument("--tls-key", help="PEM client key (mutual TLS)")
+    security.add_argument("--auth-token-file", help=f"file holding the bearer token (or set ${TOKEN_ENV})")
     parser.add_argument("--quiet", action="store_true", help="no per-frame table, only the summary")
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
@@ -84,8 +103,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = parse_model_flag(args.model, args.weights, parse_options(args.model_option))
         frames = open_source(args.source, args.max_frames)
+        if args.fps:
+            frames = paced(frames, args.fps)
+        connection = ConnectionOptions(args.tls_ca, args.tls_cert, args.tls_key, token_file=args.auth_token_file)
         client = SplitClient(
-            args.server, spec, args.split, args.codec, max_in_flight=args.max_in_flight, timeout_s=args.timeout
+            args.server,
+            spec,
+            args.split,
+            args.codec,
+            max_in_flight=args.max_in_flight,
+            timeout_s=args.timeout,
+            on_failure=args.on_failure,
+            max_resends=args.max_resends,
+            connection=connection,
         )
     except (ValueError, SourceError, CodecError, SplitError, FileNotFoundError) as exc:
         print(f"splitrt-edge: {exc}", file=sys.stderr)
@@ -101,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         if client.mode != "local":
             try:
                 client.wait_ready(args.wait_ready)
-            except TimeoutError as exc:
+            except (TimeoutError, PermissionError) as exc:
                 print(f"splitrt-edge: {exc}", file=sys.stderr)
                 return 3
         return _run(client, frames, out, args)
@@ -133,6 +163,7 @@ def _run(client: SplitClient, frames, out, args: argparse.Namespace) -> int:
         return 2
     bar.close()
     print(report.summary(results))
+    print("counters: " + "  ".join(f"{k} {v}" for k, v in client.counters.items()))
     print(f"results: {args.out}")
     return 0 if all(r.ok for r in results) else 1
 

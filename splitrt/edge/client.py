@@ -27,11 +27,10 @@ from ..models.spec import ModelSpec, parse_model_flag
 from ..wire import kserve_v2_pb2 as pb
 from ..wire import kserve_v2_pb2_grpc as pb_grpc
 from ..wire.protocol import DECODE_US, QUEUE_US, TAIL_US, WireError, build_request, parse_response
+from .connection import Backoff, ConnectionOptions, call_metadata, open_channel
 from .frames import FrameResult, result_from_outputs, to_image_tensor
 
 log = logging.getLogger("splitrt.edge")
-
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 class FrameFailed(RuntimeError):
@@ -47,9 +46,11 @@ def default_split(model: SplitModel) -> str:
 class _Pending:
     result: FrameResult
     request: pb.ModelInferRequest
+    image: torch.Tensor
     started: float
     sent: float = 0.0
     deadline: float = 0.0
+    attempts: int = 0
 
 
 class SplitClient:
@@ -58,6 +59,12 @@ class SplitClient:
     ``codec="local"`` runs the whole model here and sends nothing; an image
     codec (``jpeg``, ``png``, ``webp``, ``raw``) with ``split="input"`` sends
     the frame itself (full offload).
+
+    When the server fails (the stream breaks, a frame times out), frames in
+    flight are resent on a new stream after an exponential backoff, up to
+    ``max_resends`` times; after that ``on_failure="local"`` runs them on
+    this device (mode ``fallback``) and ``"drop"`` reports them as errors.
+    Every frame comes back exactly once either way.
     """
 
     def __init__(
@@ -71,7 +78,12 @@ class SplitClient:
         model_options: dict[str, Any] | None = None,
         max_in_flight: int = 4,
         timeout_s: float = 30.0,
+        on_failure: str = "local",
+        max_resends: int = 2,
+        connection: ConnectionOptions | None = None,
     ) -> None:
+        if on_failure not in ("local", "drop"):
+            raise ValueError(f"on_failure must be 'local' or 'drop', not {on_failure!r}")
         self.spec = model if isinstance(model, ModelSpec) else parse_model_flag(model, weights, model_options)
         self.model = self.spec.build()
         if split is None:
@@ -87,17 +99,17 @@ class SplitClient:
         self.target = target
         self.max_in_flight = max(1, max_in_flight)
         self.timeout_s = timeout_s
+        self.on_failure = on_failure
+        self.max_resends = max_resends
         self.session_id = secrets.randbits(62)
         self.fingerprint = self.model.fingerprint()
+        self.counters = {"server": 0, "local": 0, "fallback": 0, "dropped": 0, "resent": 0, "reconnects": 0}
         self._next_id = 0
-        self._channel = grpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ],
-        )
+        connection = connection or ConnectionOptions()
+        self._metadata = call_metadata(connection)
+        self._channel = open_channel(target, connection)
         self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
+        self._backoff = Backoff()
 
     # -- context management -------------------------------------------------------
     def __enter__(self) -> SplitClient:
@@ -112,27 +124,41 @@ class SplitClient:
     def wait_ready(self, timeout_s: float = 60.0) -> None:
         """Block until the server reports this model ready (or raise TimeoutError)."""
         deadline = time.monotonic() + timeout_s
+        last = "no answer"
         while True:
             try:
-                if self._stub.ModelReady(pb.ModelReadyRequest(name=self.spec.name), timeout=2.0).ready:
+                request = pb.ModelReadyRequest(name=self.spec.name)
+                if self._stub.ModelReady(request, timeout=2.0, metadata=self._metadata).ready:
                     return
-            except grpc.RpcError:
-                pass
+                last = "model not ready"
+            except grpc.RpcError as exc:
+                last = describe_rpc_error(exc)
+                if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                    raise PermissionError(f"{self.target} refused this client: {last}") from exc
             if time.monotonic() > deadline:
-                raise TimeoutError(f"model {self.spec.name!r} not ready on {self.target} after {timeout_s:.0f}s")
+                raise TimeoutError(
+                    f"model {self.spec.name!r} not ready on {self.target} after {timeout_s:.0f}s ({last})"
+                )
             time.sleep(0.2)
 
     # -- one frame ------------------------------------------------------------------
     def detect(self, image: Any) -> FrameResult:
-        """Process one frame with a unary call; raises FrameFailed on any failure."""
+        """Process one frame with a unary call.
+
+        Raises FrameFailed when the server refuses the frame, or cannot be
+        reached and ``on_failure`` is ``"drop"``.
+        """
         prepared = self._prepare(image)
         if isinstance(prepared, FrameResult):
             return prepared
         prepared.sent = time.perf_counter()
         try:
-            response = self._stub.ModelInfer(prepared.request, timeout=self.timeout_s)
+            response = self._stub.ModelInfer(prepared.request, timeout=self.timeout_s, metadata=self._metadata)
         except grpc.RpcError as exc:
-            raise FrameFailed(f"frame {prepared.result.frame_id}: {exc.code().name}: {exc.details()}") from exc
+            reason = f"frame {prepared.result.frame_id}: {describe_rpc_error(exc)}"
+            if _is_transport_failure(exc) and self.on_failure == "local":
+                return self._run_locally(prepared, reason)
+            raise FrameFailed(reason) from exc
         result = self._finish(prepared, response, time.perf_counter())
         if result.error:
             raise FrameFailed(result.error)
@@ -140,92 +166,111 @@ class SplitClient:
 
     # -- many frames ----------------------------------------------------------------
     def stream(self, frames: Iterable[Any]) -> Iterator[FrameResult]:
-        """Pipeline frames over one ModelStreamInfer stream; yields results in frame order.
+        """Pipeline frames over ModelStreamInfer; yields one result per frame, in frame order.
 
-        At most ``max_in_flight`` frames await an answer.  A frame that fails
-        (refused, timed out, stream broken) is yielded with ``mode="error"``
-        and the reason; the stream is reopened for the frames that follow.
+        At most ``max_in_flight`` frames await an answer.  A refused frame is
+        yielded with ``mode="error"`` and the server's reason; a broken stream
+        is reopened (with backoff) and its frames resent or handled as
+        ``on_failure`` says.
         """
-        pending: dict[str, _Pending] = {}
-        done: dict[int, FrameResult] = {}
-        order: list[int] = []
-        session: _StreamSession | None = None
-
-        def flush() -> Iterator[FrameResult]:
-            while order and order[0] in done:
-                yield done.pop(order.pop(0))
-
+        state = _StreamState()
         for image in frames:
-            while len(pending) >= self.max_in_flight:
-                session = self._collect(session, pending, done, block=True)
+            while len(state.pending) + len(state.retry) >= self.max_in_flight:
+                self._progress(state, block=True)
             prepared = self._prepare(image)
+            state.order.append(prepared.frame_id if isinstance(prepared, FrameResult) else prepared.result.frame_id)
             if isinstance(prepared, FrameResult):
-                order.append(prepared.frame_id)
-                done[prepared.frame_id] = prepared
+                state.done[prepared.frame_id] = prepared
             else:
-                order.append(prepared.result.frame_id)
-                if session is None:
-                    session = _StreamSession(self._stub)
-                prepared.sent = time.perf_counter()
-                prepared.deadline = prepared.sent + self.timeout_s
-                pending[prepared.request.id] = prepared
-                session.send(prepared.request)
-            session = self._collect(session, pending, done, block=False)
-            yield from flush()
-        if session is not None:
-            session.close()
-        while pending:
-            session = self._collect(session, pending, done, block=True)
-        if session is not None:
-            session.cancel()
-        yield from flush()
+                state.retry.append(prepared)
+            self._progress(state, block=False)
+            yield from state.flush()
+        while state.pending or state.retry:
+            self._progress(state, block=True)
+        if state.session is not None:
+            state.session.close()
+            state.session.cancel()
+        yield from state.flush()
 
-    def _collect(self, session, pending, done, block: bool):
-        """Handle stream events; returns the session, or None once it broke."""
-        while pending:
-            timeout = max(0.0, min(p.deadline for p in pending.values()) - time.perf_counter()) if block else 0.0
+    def _progress(self, state: _StreamState, block: bool) -> None:
+        """Send what waits to be sent, then handle answers (waiting for one if ``block``)."""
+        if state.retry:
+            if state.session is None and time.monotonic() < state.reconnect_at:
+                if not block:
+                    return
+                time.sleep(max(0.0, state.reconnect_at - time.monotonic()))
+            if state.session is None:
+                state.session = _StreamSession(self._stub, self._metadata)
+                if state.failed_before:
+                    self.counters["reconnects"] += 1
+            while state.retry:
+                item = state.retry.pop(0)
+                item.sent = time.perf_counter()
+                item.deadline = item.sent + self.timeout_s
+                item.attempts += 1
+                state.pending[item.request.id] = item
+                state.session.send(item.request)
+        if state.pending:
+            self._collect(state, block)
+
+    def _collect(self, state: _StreamState, block: bool) -> None:
+        session = state.session
+        while state.pending:
+            timeout = max(0.0, min(p.deadline for p in state.pending.values()) - time.perf_counter())
             try:
                 kind, when, payload = session.events.get(timeout=timeout) if block else session.events.get_nowait()
             except queue.Empty:
                 if block:
-                    self._expire(pending, done)
-                    block = False
-                    continue
-                return session
+                    self._expire(state)
+                return
             if kind == "response":
-                frame_key = payload.infer_response.id
-                item = pending.pop(frame_key, None)
+                item = state.pending.pop(payload.infer_response.id, None)
                 if item is None:
-                    log.debug("late or unknown response for frame %r ignored", frame_key)
+                    log.debug("late or unknown response for frame %r ignored", payload.infer_response.id)
                     continue
+                self._backoff.reset()
                 if payload.error_message:
-                    item.result.mode, item.result.error = "error", f"server refused frame: {payload.error_message}"
-                    done[item.result.frame_id] = item.result
+                    self._record(state, self._error(item, f"server refused frame: {payload.error_message}"))
                 else:
-                    done[item.result.frame_id] = self._finish(item, payload.infer_response, when)
+                    self._record(state, self._finish(item, payload.infer_response, when))
                 if block:
-                    return session
-            else:  # the stream ended or broke: every frame still waiting is reported as failed
+                    return
+            else:
                 reason = (
                     f"stream to {self.target} broke: {describe_rpc_error(payload)}"
                     if kind == "failed"
-                    else (f"stream to {self.target} closed before the frame was answered")
+                    else f"stream to {self.target} closed before the frame was answered"
                 )
-                for item in pending.values():
-                    item.result.mode, item.result.error = "error", reason
-                    done[item.result.frame_id] = item.result
-                pending.clear()
-                log.warning("%s", reason)
-                return None
-        return session
+                self._stream_failed(state, reason)
+                return
 
-    def _expire(self, pending: dict[str, _Pending], done: dict[int, FrameResult]) -> None:
+    def _stream_failed(self, state: _StreamState, reason: str) -> None:
+        log.warning("%s", reason)
+        state.session.cancel()
+        state.session = None
+        state.failed_before = True
+        state.reconnect_at = time.monotonic() + self._backoff.next_delay()
+        for item in sorted(state.pending.values(), key=lambda p: p.result.frame_id):
+            self._give_up_or_retry(state, item, reason)
+        state.pending.clear()
+
+    def _give_up_or_retry(self, state: _StreamState, item: _Pending, reason: str) -> None:
+        if item.attempts <= self.max_resends:
+            self.counters["resent"] += 1
+            state.retry.append(item)
+        elif self.on_failure == "local":
+            self._record(state, self._run_locally(item, f"{reason} (after {item.attempts} attempts)"))
+        else:
+            self._record(state, self._error(item, f"dropped after {item.attempts} attempts: {reason}"))
+
+    def _expire(self, state: _StreamState) -> None:
+        """Frames past their deadline: the server is too slow or gone; treat it as a broken stream."""
         now = time.perf_counter()
-        for key in [k for k, p in pending.items() if p.deadline <= now]:
-            item = pending.pop(key)
-            item.result.mode = "error"
-            item.result.error = f"no response from {self.target} within {self.timeout_s:.1f}s"
-            done[item.result.frame_id] = item.result
+        if any(p.deadline <= now for p in state.pending.values()):
+            self._stream_failed(state, f"no response from {self.target} within {self.timeout_s:.1f}s")
+
+    def _record(self, state: _StreamState, result: FrameResult) -> None:
+        state.done[result.frame_id] = result
 
     # -- the per-frame work -----------------------------------------------------------
     def _prepare(self, image: Any) -> _Pending | FrameResult:
@@ -239,6 +284,7 @@ class SplitClient:
                 outputs = self.model.full(tensor)
                 result.timings_ms = {"head": _ms(started), "total": _ms(started)}
                 result.split = "local"
+                self.counters["local"] += 1
                 return result_from_outputs(result, outputs)
             features, meta = self.model.head(tensor, self.split)
         head_done = time.perf_counter()
@@ -249,15 +295,29 @@ class SplitClient:
         )
         result.wire_bytes = len(payload)
         result.timings_ms = {"head": (head_done - started) * 1e3, "encode": (encoded - head_done) * 1e3}
-        return _Pending(result, request, started)
+        return _Pending(result, request, tensor, started)
+
+    def _run_locally(self, item: _Pending, reason: str) -> FrameResult:
+        began = time.perf_counter()
+        with torch.inference_mode():
+            outputs = self.model.full(item.image)
+        result = item.result
+        result.mode, result.note = "fallback", f"ran on the device: {reason}"
+        result.timings_ms = {"local": _ms(began), "total": _ms(item.started)}
+        self.counters["fallback"] += 1
+        return result_from_outputs(result, outputs)
+
+    def _error(self, item: _Pending, reason: str) -> FrameResult:
+        item.result.mode, item.result.error = "error", reason
+        self.counters["dropped"] += 1
+        return item.result
 
     def _finish(self, item: _Pending, response: pb.ModelInferResponse, received: float) -> FrameResult:
         result = item.result
         try:
             outputs, params = parse_response(response)
         except WireError as exc:
-            result.mode, result.error = "error", f"malformed response: {exc}"
-            return result
+            return self._error(item, f"malformed response: {exc}")
         server_ms = {
             k: float(params.get(p, 0)) / 1e3 for k, p in (("decode", DECODE_US), ("queue", QUEUE_US), ("tail", TAIL_US))
         }
@@ -271,7 +331,29 @@ class SplitClient:
                 "total": (received - item.started) * 1e3,
             }
         )
+        if item.attempts > 1:
+            result.note = f"answered after {item.attempts} attempts"
+        self.counters["server"] += 1
         return result_from_outputs(result, outputs)
+
+
+@dataclass
+class _StreamState:
+    """Bookkeeping of one ``stream()`` call."""
+
+    session: _StreamSession | None = None
+    reconnect_at: float = 0.0
+    failed_before: bool = False
+
+    def __post_init__(self) -> None:
+        self.pending: dict[str, _Pending] = {}
+        self.retry: list[_Pending] = []
+        self.done: dict[int, FrameResult] = {}
+        self.order: list[int] = []
+
+    def flush(self) -> Iterator[FrameResult]:
+        while self.order and self.order[0] in self.done:
+            yield self.done.pop(self.order.pop(0))
 
 
 class _StreamSession:
@@ -279,10 +361,10 @@ class _StreamSession:
 
     _END = object()
 
-    def __init__(self, stub: pb_grpc.GRPCInferenceServiceStub) -> None:
+    def __init__(self, stub: pb_grpc.GRPCInferenceServiceStub, metadata: tuple = ()) -> None:
         self._requests: queue.Queue = queue.Queue()
         self.events: queue.Queue = queue.Queue()
-        self._call = stub.ModelStreamInfer(iter(self._requests.get, self._END))
+        self._call = stub.ModelStreamInfer(iter(self._requests.get, self._END), metadata=metadata)
         self._thread = threading.Thread(target=self._receive, name="splitrt-stream-rx", daemon=True)
         self._thread.start()
 
@@ -302,6 +384,10 @@ class _StreamSession:
 
     def cancel(self) -> None:
         self._call.cancel()
+
+
+def _is_transport_failure(exc: grpc.RpcError) -> bool:
+    return exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
 
 
 def describe_rpc_error(exc: BaseException) -> str:

@@ -33,7 +33,7 @@ class FrameResult:
     """What happened to one frame: a server result, a local result, or an error."""
 
     frame_id: int
-    mode: str  # "split", "offload", "local" or "error"
+    mode: str  # "split", "offload", "local", "fallback" (local after a server failure) or "error"
     split: str
     codec: str
     wire_bytes: int
@@ -43,6 +43,7 @@ class FrameResult:
     labels: np.ndarray | None = None
     logits: np.ndarray | None = None
     error: str | None = None
+    note: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -71,6 +72,8 @@ class FrameResult:
             "detections": self.detections(),
             "error": self.error,
         }
+        if self.note:
+            record["note"] = self.note
         if self.logits is not None:
             top = np.argsort(-self.logits.reshape(-1))[:5]
             record["top5"] = [int(i) for i in top]

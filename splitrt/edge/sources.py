@@ -31,6 +31,18 @@ def open_source(spec: str, max_frames: int | None = None) -> Iterator[np.ndarray
         yield frame
 
 
+def paced(frames: Iterator[np.ndarray], fps: float) -> Iterator[np.ndarray]:
+    """Release frames no faster than ``fps``, as a camera would (files and synthetic sources are instant)."""
+    import time
+
+    start = time.monotonic()
+    for index, frame in enumerate(frames):
+        delay = start + index / fps - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        yield frame
+
+
 def _frames(spec: str) -> Iterator[np.ndarray]:
     if spec.startswith("shapes-video:"):
         count = spec.partition(":")[2]

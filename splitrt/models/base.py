@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ class FeatureSpec:
 
     name: str
     channels: int
+    #: Input pixels per feature-map pixel, where known; lets the server check sizes against the frame.
+    stride: float | None = None
 
 
 class SplitModel(ABC, nn.Module):
@@ -106,6 +109,26 @@ class SplitModel(ABC, nn.Module):
                 )
             if not torch.isfinite(t).all():
                 raise SplitError(f"tensor {spec.name!r} contains NaN or infinite values")
+
+    def check_meta(self, features: OrderedDict[str, Tensor], meta: FrameMeta, split: str) -> None:
+        """Feature maps must be as large as the (padded) frame they claim to come from, no larger.
+
+        Without this, a small payload (zstd packs zeros well) could claim huge
+        maps and make the tail allocate gigabytes.
+        """
+        if split == INPUT_SPLIT:
+            return
+        batch_h, batch_w = meta.batch_size_hw
+        for spec in self.feature_specs(split):
+            t = features[spec.name]
+            if spec.stride is None or t.dim() != 4:
+                continue
+            expected = (math.ceil(batch_h / spec.stride), math.ceil(batch_w / spec.stride))
+            if abs(t.shape[-2] - expected[0]) > 1 or abs(t.shape[-1] - expected[1]) > 1:
+                raise SplitError(
+                    f"tensor {spec.name!r} is {t.shape[-2]}x{t.shape[-1]} but a {batch_h}x{batch_w} frame gives "
+                    f"about {expected[0]}x{expected[1]} at split {split!r}"
+                )
 
     def fingerprint(self) -> str:
         """A short hash of the weights; head and tail must agree on it."""

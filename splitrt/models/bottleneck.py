@@ -131,7 +131,8 @@ class BottleneckDetector(DetectionSplitModel):
             student = copy.deepcopy(nn.Sequential(*[s.module for s in self._stages[:stop]]))
             self.branches[branch_key(split)] = BottleneckBranch(student, specs[0].channels, config)
         for split, config in branches.items():
-            self._specs[split] = [FeatureSpec(LATENT, config.latent_channels)]
+            cut_stride = self._specs[config.cut][0].stride
+            self._specs[split] = [FeatureSpec(LATENT, config.latent_channels, cut_stride * 2 if cut_stride else None)]
 
     @property
     def split_points(self) -> list[str]:

@@ -32,7 +32,7 @@ class ClassificationSplitModel(SplitModel):
             probe = torch.zeros(1, 3, 64, 64)
             self._specs = {INPUT_SPLIT: [FeatureSpec("image", 3)]}
             for split, stop in cuts.items():
-                self._specs[split] = [FeatureSpec(n, c) for n, c in cut_channels(stages, probe, stop)]
+                self._specs[split] = [FeatureSpec(n, c, s) for n, c, s in cut_channels(stages, probe, stop)]
 
     @property
     def split_points(self) -> list[str]:

@@ -70,11 +70,13 @@ class DetectionSplitModel(SplitModel):
         probe = torch.zeros(1, 3, _PROBE_SIZE, _PROBE_SIZE)
         specs = {INPUT_SPLIT: [FeatureSpec("image", 3)]}
         for split, stop in self._cuts.items():
-            specs[split] = [FeatureSpec(n, c) for n, c in cut_channels(self._stages, probe, stop)]
+            specs[split] = [FeatureSpec(n, c, s) for n, c, s in cut_channels(self._stages, probe, stop)]
         if self._neck is not None:
             emitted: OrderedDict[str, Tensor] = OrderedDict()
             run_stages(self._stages, probe, emitted, 0, len(self._stages))
-            specs[self._neck_split] = [FeatureSpec(k, int(v.shape[1])) for k, v in self._neck(emitted).items()]
+            specs[self._neck_split] = [
+                FeatureSpec(k, int(v.shape[1]), _PROBE_SIZE / v.shape[-2]) for k, v in self._neck(emitted).items()
+            ]
         return specs
 
     # -- the split ------------------------------------------------------------

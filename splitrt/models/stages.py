@@ -59,8 +59,9 @@ def resume(
     return emitted[stages[start - 1].emits], emitted  # type: ignore[index]
 
 
-def cut_channels(stages: list[Stage], probe: Tensor, stop: int) -> list[tuple[str, int]]:
-    """Names and channel counts crossing a cut, found by running a tiny probe."""
+def cut_channels(stages: list[Stage], probe: Tensor, stop: int) -> list[tuple[str, int, float]]:
+    """Names, channel counts and strides of the tensors crossing a cut, found by running a tiny probe."""
     emitted: OrderedDict[str, Tensor] = OrderedDict()
     x = run_stages(stages, probe, emitted, 0, stop)
-    return [(k, int(v.shape[1])) for k, v in cut_features(stages, x, emitted, stop).items()]
+    out = cut_features(stages, x, emitted, stop)
+    return [(k, int(v.shape[1]), probe.shape[-2] / v.shape[-2] if v.dim() == 4 else None) for k, v in out.items()]

@@ -15,8 +15,17 @@ from grpc_reflection.v1alpha import reflection
 from ..models.spec import ModelSpec, load_config, parse_model_flag, parse_options
 from ..wire import kserve_v2_pb2 as pb
 from ..wire import kserve_v2_pb2_grpc as pb_grpc
+from .metrics import ServerMetrics
 from .repository import ModelRepository
-from .service import InferenceService
+from .security import (
+    TOKENS_ENV,
+    RateLimiter,
+    TokenAuthInterceptor,
+    is_loopback,
+    load_tokens,
+    server_credentials,
+)
+from .service import STREAM_CONCURRENCY, InferenceService
 
 log = logging.getLogger("splitrt.server")
 
@@ -54,6 +63,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--device", default="cpu", help="torch device for the tails: cpu, cuda, cuda:1 (default: %(default)s)"
     )
+    security = parser.add_argument_group("security and limits")
+    security.add_argument("--tls-cert", help="PEM certificate chain of this server (enables TLS)")
+    security.add_argument("--tls-key", help="PEM private key of this server")
+    security.add_argument(
+        "--tls-ca", help="PEM CA bundle; when given, clients must present certificates it signed (mTLS)"
+    )
+    security.add_argument(
+        "--auth-token-file",
+        help=f"file of accepted bearer tokens, one per line (also ${TOKENS_ENV}, comma-separated); "
+        "health checks stay open",
+    )
+    security.add_argument(
+        "--max-rate",
+        type=float,
+        default=1000.0,
+        help="frames per second per client, bursts of twice that; 0 = no limit (default: %(default)s)",
+    )
+    security.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=STREAM_CONCURRENCY,
+        help="frames of one stream processed at once (default: %(default)s)",
+    )
+    parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port (0 picks one)")
+    parser.add_argument(
+        "--metrics-host", default="127.0.0.1", help="address of the metrics endpoint (default: %(default)s)"
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -68,25 +104,54 @@ def model_specs(args: argparse.Namespace) -> list[ModelSpec]:
 
 async def serve(args: argparse.Namespace, specs: list[ModelSpec]) -> int:
     repository = ModelRepository()
-    service = InferenceService(repository, args.device)
+    metrics = ServerMetrics()
+    service = InferenceService(
+        repository, args.device, metrics, RateLimiter(args.max_rate), stream_concurrency=args.max_in_flight
+    )
+    credentials = server_credentials(args.tls_cert, args.tls_key, args.tls_ca)
+    tokens = load_tokens(args.auth_token_file)
+    interceptors = [TokenAuthInterceptor(tokens)] if tokens else []
     server = grpc.aio.server(
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ]
+            # Let clients ping every 60 s on idle streams (gRPC's server default refuses pings under 5 min).
+            ("grpc.http2.min_ping_interval_without_data_ms", 60_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ],
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection([SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port(f"{args.host}:{args.port}")
+    address = f"{args.host}:{args.port}"
+    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
-        log.error("could not listen on %s:%s", args.host, args.port)
+        log.error("could not listen on %s", address)
         return 2
+    if credentials is None and not is_loopback(args.host):
+        log.warning(
+            "\n%s\nWARNING: listening on %s WITHOUT TLS: features, results and tokens cross the network in the "
+            "clear.\nUse --tls-cert/--tls-key (and --tls-ca for client certificates).\n%s",
+            "!" * 78,
+            args.host,
+            "!" * 78,
+        )
+    if args.metrics_port is not None:
+        metrics_port = metrics.serve(args.metrics_host, args.metrics_port)
+        log.info("metrics on http://%s:%d/metrics", args.metrics_host, metrics_port)
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()
-    log.info("listening on %s:%d (live; loading %d model(s))", args.host, port, len(specs))
+    log.info(
+        "listening on %s:%d (%s%s; live, loading %d model(s))",
+        args.host,
+        port,
+        "mTLS" if args.tls_ca else "TLS" if credentials else "plaintext",
+        ", token auth" if tokens else "",
+        len(specs),
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

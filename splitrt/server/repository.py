@@ -66,6 +66,7 @@ class ServedModel:
             image = features["image"]
             size = (int(image.shape[-2]), int(image.shape[-1]))
             meta = FrameMeta(size, size, size)
+        self.model.check_meta(features, meta, frame.split)
         return features, meta
 
     def tail(

@@ -15,7 +15,9 @@ from ..models.base import SplitError
 from ..wire import kserve_v2_pb2 as pb
 from ..wire import kserve_v2_pb2_grpc as pb_grpc
 from ..wire.protocol import DECODE_US, PAYLOAD_INPUT, QUEUE_US, TAIL_US, WireError, build_response, parse_request
+from .metrics import ServerMetrics
 from .repository import ModelRepository, RequestError
+from .security import RateLimiter, token_identity
 
 log = logging.getLogger("splitrt.server")
 
@@ -25,9 +27,20 @@ _BAD_INPUT = (WireError, CodecError, SplitError)
 
 
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, repository: ModelRepository, device: str, decode_workers: int = 2) -> None:
+    def __init__(
+        self,
+        repository: ModelRepository,
+        device: str,
+        metrics: ServerMetrics | None = None,
+        rate_limiter: RateLimiter | None = None,
+        stream_concurrency: int = STREAM_CONCURRENCY,
+        decode_workers: int = 2,
+    ) -> None:
         self.repository = repository
         self.device = device
+        self.metrics = metrics or ServerMetrics()
+        self.rate_limiter = rate_limiter or RateLimiter(0)
+        self.stream_concurrency = stream_concurrency
         self.decode_pool = ThreadPoolExecutor(decode_workers, thread_name_prefix="decode")
 
     # -- health and metadata ----------------------------------------------------
@@ -65,21 +78,22 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     # -- inference ----------------------------------------------------------------
     async def ModelInfer(self, request, context):
         try:
-            return await self._infer(request)
+            return await self._infer(request, self._client(context))
         except RequestError as exc:
-            log.warning("frame %s for %r refused: %s", request.id, request.model_name, exc.message)
+            self._refused(request, exc)
             await context.abort(exc.code, exc.message)
 
     async def ModelStreamInfer(self, request_iterator, context):
         responses: asyncio.Queue = asyncio.Queue()
-        slots = asyncio.Semaphore(STREAM_CONCURRENCY)
+        slots = asyncio.Semaphore(self.stream_concurrency)
         done = object()
+        client = self._client(context)
 
         async def answer(request):
             try:
-                item = pb.ModelStreamInferResponse(infer_response=await self._infer(request))
+                item = pb.ModelStreamInferResponse(infer_response=await self._infer(request, client))
             except RequestError as exc:
-                log.warning("frame %s for %r refused: %s", request.id, request.model_name, exc.message)
+                self._refused(request, exc)
                 # The id travels back with the error so the edge can report that very frame.
                 item = pb.ModelStreamInferResponse(
                     error_message=f"{exc.code.name}: {exc.message}",
@@ -110,14 +124,38 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         finally:
             reader.cancel()
 
-    async def _infer(self, request) -> pb.ModelInferResponse:
+    @staticmethod
+    def _client(context) -> str:
+        """Who is calling, for rate limits: their token's short hash, else their address."""
+        return token_identity(context.invocation_metadata()) or context.peer()
+
+    def _refused(self, request, exc: RequestError) -> None:
+        self.metrics.errors.labels(exc.code.name).inc()
+        log.warning("frame %s for %r refused: %s", request.id, request.model_name, exc.message)
+
+    async def _infer(self, request, client: str) -> pb.ModelInferResponse:
         arrival = time.perf_counter_ns()
+        if not self.rate_limiter.allow(client):
+            raise RequestError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"frame {request.id!r}: over the rate limit of {self.rate_limiter.rate:g} frames/s for this client",
+            )
         served = self.repository.get(request.model_name)
         if served is None:
             raise RequestError(grpc.StatusCode.NOT_FOUND, self._unknown_model(request.model_name))
+        gauge = self.metrics.in_flight.labels(served.name)
+        gauge.inc()
+        try:
+            return await self._run(request, served, arrival)
+        finally:
+            gauge.dec()
+
+    async def _run(self, request, served, arrival: int) -> pb.ModelInferResponse:
         loop = asyncio.get_running_loop()
         try:
             frame = parse_request(request)
+            self.metrics.requests.labels(served.name, frame.split, frame.codec).inc()
+            self.metrics.bytes_in.labels(served.name, frame.split).inc(len(frame.payload))
             features, meta = await loop.run_in_executor(self.decode_pool, served.decode, frame)
         except _BAD_INPUT as exc:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"frame {request.id!r}: {exc}") from exc
@@ -131,6 +169,10 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         except Exception as exc:  # a tail failure must not take the server down
             log.exception("tail of %s failed on frame %s", served.name, request.id)
             raise RequestError(grpc.StatusCode.INTERNAL, f"frame {request.id!r}: tail failed: {exc}") from exc
+        labels = (served.name, frame.split)
+        self.metrics.decode.labels(*labels).observe((decoded - arrival) / 1e9)
+        self.metrics.queue.labels(*labels).observe((start - decoded) / 1e9)
+        self.metrics.tail.labels(*labels).observe((end - start) / 1e9)
         timings = {
             DECODE_US: (decoded - arrival) // 1000,
             QUEUE_US: (start - decoded) // 1000,

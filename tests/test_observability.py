@@ -1,0 +1,79 @@
+"""The Prometheus endpoint is scraped and parsed; rate limits answer RESOURCE_EXHAUSTED."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import grpc
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import splitrt
+from splitrt.models.spec import ModelSpec
+from splitrt.wire import kserve_v2_pb2 as pb
+from splitrt.wire import kserve_v2_pb2_grpc as pb_grpc
+
+from .conftest import free_port, start_server, stop_server
+
+CONFIG = """
+[[models]]
+name = "cls"
+arch = "resnet18"
+options = { num_classes = 10, image_size = 64 }
+"""
+SPEC = ModelSpec("cls", "resnet18", options={"num_classes": 10, "image_size": 64})
+
+
+@pytest.fixture(scope="module")
+def metered_server(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("metrics")
+    (directory / "models.toml").write_text(CONFIG)
+    metrics_port = free_port()
+    server = start_server(
+        directory / "models.toml",
+        directory / "server.log",
+        extra_args=["--metrics-port", str(metrics_port), "--max-rate", "5"],
+    )
+    server.metrics_port = metrics_port
+    yield server
+    assert stop_server(server) == 0
+
+
+def _scrape(port: int) -> dict[str, list]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return {family.name: family.samples for family in text_string_to_metric_families(text)}
+
+
+def test_metrics_count_frames_bytes_latency_and_errors(metered_server):
+    image = np.full((40, 40, 3), 90, dtype=np.uint8)
+    with splitrt.connect(metered_server.address, SPEC, split="layer1", codec="int8-zstd") as client:
+        results = [client.detect(image) for _ in range(3)]
+    sent = sum(r.wire_bytes for r in results)
+    channel = grpc.insecure_channel(metered_server.address)
+    bad = pb.ModelInferRequest(model_name="cls", id="x")
+    bad.inputs.add(name="P", datatype="FP32", shape=[1])
+    bad.raw_input_contents.append(b"1234")
+    with pytest.raises(grpc.RpcError):
+        pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(bad, timeout=10)
+    channel.close()
+    families = _scrape(metered_server.metrics_port)
+    requests = [s for s in families["splitrt_requests"] if s.name == "splitrt_requests_total"]
+    assert sum(s.value for s in requests if s.labels["split"] == "layer1") == 3
+    bytes_in = [s for s in families["splitrt_bytes_in"] if s.name == "splitrt_bytes_in_total"]
+    assert sum(s.value for s in bytes_in) == sent
+    tail_counts = [s for s in families["splitrt_tail_seconds"] if s.name == "splitrt_tail_seconds_count"]
+    assert sum(s.value for s in tail_counts) == 3
+    errors = {s.labels["code"]: s.value for s in families["splitrt_errors"] if s.name == "splitrt_errors_total"}
+    assert errors.get("INVALID_ARGUMENT") == 1
+    assert any(s.value == 0 for s in families["splitrt_frames_in_flight"])
+
+
+def test_rate_limit_refuses_bursts_with_resource_exhausted(metered_server):
+    image = np.full((40, 40, 3), 90, dtype=np.uint8)
+    with splitrt.connect(metered_server.address, SPEC, split="layer1", codec="int8", max_in_flight=16) as client:
+        results = list(client.stream([image] * 30))
+    refused = [r for r in results if not r.ok]
+    assert len(results) == 30 and refused
+    assert all("RESOURCE_EXHAUSTED" in r.error and "rate limit" in r.error for r in refused)
+    assert sum(r.ok for r in results) >= 5
