@@ -55,6 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
     bottleneck.add_argument("--steps", type=int, default=1500, help="steps per branch (default: %(default)s)")
     bottleneck.add_argument("--batch-size", type=int, default=16, help="images per step (default: %(default)s)")
 
+    slim = trainers.add_parser("slimmable", help="distil the slimmable bottleneck (sandwich rule, entropy-coded)")
+    slim.add_argument("--teacher", default="runs/teacher/teacher.safetensors", help="teacher weights")
+    slim.add_argument("--out", default="runs/bottleneck", help="output folder (default: %(default)s)")
+    slim.add_argument("--steps", type=int, default=1500, help="steps (default: %(default)s)")
+    slim.add_argument("--batch-size", type=int, default=16, help="images per step (default: %(default)s)")
+    prefilter = trainers.add_parser("prefilter", help="train the prefilter and calibrate its threshold on val")
+    prefilter.add_argument("--model", default="runs/bottleneck/shapes_fcos.safetensors", help="model weights to extend")
+    prefilter.add_argument("--steps", type=int, default=800, help="steps (default: %(default)s)")
+    prefilter.add_argument("--recall", type=float, default=0.99, help="recall of frames with objects to keep")
+
     commands.add_parser("models", help="list models and their split points")
     commands.add_parser("codecs", help="list codecs")
 
@@ -65,6 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--split", default=DEMO_SPLIT, help="split (default: %(default)s)")
     load.add_argument("--codec", default=DEMO_CODEC, help="codec (default: %(default)s)")
     load.add_argument("--out", default="runs/bench-load.json", help="JSON output (default: %(default)s)")
+
+    switch = benches.add_parser("switch", help="cost of a slimmable width switch vs reloading a fixed bottleneck")
+    switch.add_argument("--repeats", type=int, default=30, help="measurements per figure (default: %(default)s)")
+    switch.add_argument("--out", default="runs/bench-switch.json", help="JSON output (default: %(default)s)")
+    pre = benches.add_parser("prefilter", help="recall, frames/bytes not sent and mAP change of the prefilter")
+    pre.add_argument("--images", type=int, default=400, help="test images (default: %(default)s)")
+    pre.add_argument("--split", default=DEMO_SPLIT, help="split (default: %(default)s)")
+    pre.add_argument("--codec", default=DEMO_CODEC, help="codec (default: %(default)s)")
+    pre.add_argument("--threshold", type=float, help="score threshold (default: the calibrated one)")
+    pre.add_argument("--out", default="runs/bench-prefilter.json", help="JSON output (default: %(default)s)")
 
     rate = benches.add_parser("rate", help="mAP vs bytes/frame of shapes_fcos: JPEG, WebP, teacher splits, bottlenecks")
     rate.add_argument("--weights", help="shapes_fcos weights (default: the shipped ones)")
@@ -161,11 +181,40 @@ def main(argv: list[str] | None = None) -> int:
         path = train_bottlenecks(Path(args.teacher), Path(args.out), args.split, args.steps, args.batch_size)
         print(f"bottlenecks written to {path}")
         return 0
+    if args.command == "train" and args.trainer == "slimmable":
+        from .train.bottleneck import train_bottlenecks
+
+        path = train_bottlenecks(Path(args.teacher), Path(args.out), ["features.6/slim"], args.steps, args.batch_size)
+        print(f"slimmable bottleneck written to {path}")
+        return 0
+    if args.command == "train" and args.trainer == "prefilter":
+        from .models import build_model, save_weights
+        from .train.prefilter import train_prefilter
+
+        weights = Path(args.model)
+        model = build_model("shapes_fcos", weights=weights)
+        metrics = train_prefilter(
+            model, steps=args.steps, recall=args.recall, log_path=weights.parent / "prefilter-log.jsonl"
+        )
+        save_weights(model, weights)
+        print(
+            f"prefilter threshold {metrics['threshold']:.4f}: val recall {metrics['val_recall']:.3f}, "
+            f"empty frames filtered {metrics['val_empty_filtered']:.3f} -> {weights}"
+        )
+        return 0
     if args.command == "bench" and args.bench == "load":
         from .bench import load
 
         levels = [int(n) for n in args.clients.split(",")]
         return load.main(levels, args.seconds, args.model, args.split, args.codec, Path(args.out))
+    if args.command == "bench" and args.bench == "switch":
+        from .bench import switch
+
+        return switch.main(args.repeats, Path(args.out))
+    if args.command == "bench" and args.bench == "prefilter":
+        from .bench import prefilter
+
+        return prefilter.main(args.images, args.split, args.codec, args.threshold, Path(args.out))
     if args.command == "bench" and args.bench == "rate":
         from .bench import rate
 

@@ -27,6 +27,10 @@ options = { num_classes = 5, box_score_thresh = 0.0, min_size = 160, max_size = 
 name = "cls"
 arch = "resnet18"
 options = { num_classes = 10, image_size = 64 }
+
+[[models]]
+name = "shapes"
+arch = "shapes_fcos"
 """
 
 

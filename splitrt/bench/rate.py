@@ -24,25 +24,32 @@ JPEG_QUALITIES = [10, 20, 30, 50, 70, 90, 95]
 WEBP_QUALITIES = [10, 30, 50, 80]
 
 
-def configurations(model: SplitModel) -> list[tuple[str, str, str]]:
-    """(family, split, codec) for every curve of the plot."""
-    configs = [("local teacher", "local", "local")]
-    configs += [("JPEG", INPUT_SPLIT, f"jpeg:{q}") for q in JPEG_QUALITIES]
-    configs += [("WebP", INPUT_SPLIT, f"webp:{q}") for q in WEBP_QUALITIES]
+def configurations(model: SplitModel) -> list[tuple[str, str, str, float | None]]:
+    """(family, split, codec, width) for every curve of the plot."""
+    configs: list[tuple[str, str, str, float | None]] = [("local teacher", "local", "local", None)]
+    configs += [("JPEG", INPUT_SPLIT, f"jpeg:{q}", None) for q in JPEG_QUALITIES]
+    configs += [("WebP", INPUT_SPLIT, f"webp:{q}", None) for q in WEBP_QUALITIES]
     for cut in ("features.3", "features.6"):
-        configs += [(f"teacher {cut} fp16", cut, "fp16"), (f"teacher {cut} int8+zstd", cut, "int8-zstd")]
+        configs += [(f"teacher {cut} fp16", cut, "fp16", None), (f"teacher {cut} int8+zstd", cut, "int8-zstd", None)]
     for split in getattr(model, "branch_splits", []):
-        if split.endswith("/bn"):
-            configs.append(("bottleneck int8+zstd", split, "bottleneck-int8-zstd"))
+        branch = model.branch(split)
+        if branch.slimmable:
+            configs += [("slimmable entropy (per width)", split, "entropy", w) for w in branch.widths]
+        elif split.endswith("/bn"):
+            configs.append(("bottleneck int8+zstd", split, "bottleneck-int8-zstd", None))
         else:
-            configs.append(("entropy bottleneck", split, "entropy"))
+            configs.append(("entropy bottleneck", split, "entropy", None))
     return configs
 
 
 @torch.inference_mode()
-def evaluate(model: SplitModel, dataset: ShapesDetection, split: str, codec_name: str) -> dict[str, Any]:
+def evaluate(
+    model: SplitModel, dataset: ShapesDetection, split: str, codec_name: str, width: float | None = None
+) -> dict[str, Any]:
     sizes, results = [], []
     codec = None if codec_name == "local" else get_codec(codec_name, model, split)
+    if width is not None:
+        model.branch(split).set_width(width)
     for index in range(len(dataset)):
         image = dataset[index][0]
         if codec is None:
@@ -64,8 +71,9 @@ def run(weights: str | None, count: int) -> dict[str, Any]:
         raise ValueError("bench rate needs trained shapes_fcos weights (ship them or pass --weights)")
     dataset = ShapesDetection("test", count)
     rows = []
-    for family, split, codec in tqdm(configurations(model), desc="bench rate", unit="config"):
-        rows.append({"family": family, "split": split, "codec": codec, **evaluate(model, dataset, split, codec)})
+    for family, split, codec, width in tqdm(configurations(model), desc="bench rate", unit="config"):
+        row = {"family": family, "split": split, "codec": codec, "width": width}
+        rows.append({**row, **evaluate(model, dataset, split, codec, width)})
     return {
         "benchmark": "rate",
         "model": "shapes_fcos",
@@ -79,7 +87,7 @@ def run(weights: str | None, count: int) -> dict[str, Any]:
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     teacher = next(r for r in rows if r["codec"] == "local")
     jpeg = sorted((r for r in rows if r["family"] == "JPEG"), key=lambda r: r["bytes_mean"])
-    entropy = [r for r in rows if r["codec"] == "entropy"]
+    entropy = [r for r in rows if r["codec"] == "entropy" and r["width"] is None]
     if not entropy:
         return {"teacher_map": teacher["map"]}
     best = max(entropy, key=lambda r: (r["map"], -r["bytes_mean"]))
@@ -102,11 +110,12 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def format_table(result: dict[str, Any]) -> str:
     lines = [
         f"bench rate: shapes_fcos on {result['images']} test images, batch 1, bytes = wire payload",
-        f"{'family':>26} {'split':>15} {'codec':>22} {'kB/frame':>9} {'mAP':>6} {'mAP50':>6}",
+        f"{'family':>30} {'split':>15} {'codec':>20} {'width':>5} {'kB/frame':>9} {'mAP':>6} {'mAP50':>6}",
     ]
     for r in result["rows"]:
+        width = "" if r["width"] is None else f"{r['width']:.2f}"
         lines.append(
-            f"{r['family']:>26} {r['split']:>15} {r['codec']:>22} {r['bytes_mean'] / 1000:>9.3f} "
+            f"{r['family']:>30} {r['split']:>15} {r['codec']:>20} {width:>5} {r['bytes_mean'] / 1000:>9.3f} "
             f"{r['map']:>6.1f} {r['map50']:>6.1f}"
         )
     s = result["summary"]

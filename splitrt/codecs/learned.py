@@ -50,11 +50,11 @@ class EntropyCodec(Codec):
         if len(records) != 1 or records[0][0] != LATENT or len(records[0][1]) != 4:
             raise CodecError("entropy bitstream must hold exactly one 4-D latent named 'y'")
         _, shape, string = records[0]
-        expected = self.branch.entropy_bottleneck.quantiles.shape[0]
-        if shape[0] != 1 or shape[1] != expected or not (0 < shape[2] <= 4096 and 0 < shape[3] <= 4096):
-            raise CodecError(f"entropy latent of shape {list(shape)} does not fit this model ([1, {expected}, H, W])")
+        options = self.branch.channel_options()
+        if shape[0] != 1 or shape[1] not in options or not (0 < shape[2] <= 4096 and 0 < shape[3] <= 4096):
+            raise CodecError(f"entropy latent of shape {list(shape)} does not fit this model ([1, {options}, H, W])")
         with torch.inference_mode():
-            y_hat = self.branch.decompress(string, shape[2:])
+            y_hat = self.branch.decompress(string, shape[2:], shape[1])
         return OrderedDict([(LATENT, y_hat.cpu())])
 
 

@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-resends", type=int, default=2, help="resends of a frame after a broken stream (default: %(default)s)"
     )
+    parser.add_argument("--width", type=float, help="latent width of a slimmable split, e.g. 0.5 (default: full)")
+    parser.add_argument("--prefilter", action="store_true", help="do not send frames the prefilter finds empty")
+    parser.add_argument(
+        "--prefilter-threshold", type=float, help="prefilter score threshold (default: the calibrated one)"
+    )
     security = parser.add_argument_group("security")
     security.add_argument("--tls-ca", help="PEM CA bundle to verify the server (enables TLS)")
     security.add_argument("--tls-cert", help="PEM client certificate (mutual TLS)")
@@ -116,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
             on_failure=args.on_failure,
             max_resends=args.max_resends,
             connection=connection,
+            width=args.width,
+            prefilter=args.prefilter,
+            prefilter_threshold=args.prefilter_threshold,
         )
     except (ValueError, SourceError, CodecError, SplitError, FileNotFoundError) as exc:
         print(f"splitrt-edge: {exc}", file=sys.stderr)

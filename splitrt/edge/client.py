@@ -22,7 +22,7 @@ import grpc
 import torch
 
 from ..codecs import CodecError, codec_kind, get_codec
-from ..models.base import INPUT_SPLIT, SplitModel
+from ..models.base import INPUT_SPLIT, SplitError, SplitModel
 from ..models.spec import ModelSpec, parse_model_flag
 from ..wire import kserve_v2_pb2 as pb
 from ..wire import kserve_v2_pb2_grpc as pb_grpc
@@ -31,6 +31,12 @@ from .connection import Backoff, ConnectionOptions, call_metadata, open_channel
 from .frames import FrameResult, result_from_outputs, to_image_tensor
 
 log = logging.getLogger("splitrt.edge")
+
+_EMPTY_DETECTIONS = {
+    "boxes": torch.zeros(0, 4),
+    "scores": torch.zeros(0),
+    "labels": torch.zeros(0, dtype=torch.int64),
+}
 
 
 class FrameFailed(RuntimeError):
@@ -81,6 +87,9 @@ class SplitClient:
         on_failure: str = "local",
         max_resends: int = 2,
         connection: ConnectionOptions | None = None,
+        width: float | None = None,
+        prefilter: bool = False,
+        prefilter_threshold: float | None = None,
     ) -> None:
         if on_failure not in ("local", "drop"):
             raise ValueError(f"on_failure must be 'local' or 'drop', not {on_failure!r}")
@@ -95,6 +104,16 @@ class SplitClient:
         if self.codec.kind == "features" and split == INPUT_SPLIT:
             raise CodecError(f"feature codec {codec!r} needs a split after 'input'; use an image codec to offload")
         self.split = split
+        self._slim = None
+        if split in getattr(self.model, "branch_splits", ()) and self.model.branch(split).slimmable:
+            self._slim = self.model.branch(split)
+            self._slim.set_width(width if width is not None else self._slim.widths[-1])
+        elif width is not None:
+            raise SplitError(f"split {split!r} is not slimmable; it has no width to set")
+        if prefilter and getattr(self.model, "prefilter", None) is None:
+            raise SplitError(f"model {self.spec.name!r} has no prefilter")
+        self.prefilter = prefilter
+        self.prefilter_threshold = prefilter_threshold
         self.mode = {"local": "local", "image": "offload", "features": "split"}[self.codec.kind]
         self.target = target
         self.max_in_flight = max(1, max_in_flight)
@@ -103,13 +122,34 @@ class SplitClient:
         self.max_resends = max_resends
         self.session_id = secrets.randbits(62)
         self.fingerprint = self.model.fingerprint()
-        self.counters = {"server": 0, "local": 0, "fallback": 0, "dropped": 0, "resent": 0, "reconnects": 0}
+        self.counters = {
+            "server": 0,
+            "local": 0,
+            "fallback": 0,
+            "dropped": 0,
+            "resent": 0,
+            "reconnects": 0,
+            "prefiltered": 0,
+            "width_switches": 0,
+        }
         self._next_id = 0
         connection = connection or ConnectionOptions()
         self._metadata = call_metadata(connection)
         self._channel = open_channel(target, connection)
         self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
         self._backoff = Backoff()
+
+    @property
+    def width(self) -> float | None:
+        return None if self._slim is None else self._slim.width
+
+    def set_width(self, width: float) -> None:
+        """Change how many latent channels the next frames send: a value, no reload."""
+        if self._slim is None:
+            raise SplitError(f"split {self.split!r} is not slimmable")
+        if width != self._slim.width:
+            self._slim.set_width(width)
+            self.counters["width_switches"] += 1
 
     # -- context management -------------------------------------------------------
     def __enter__(self) -> SplitClient:
@@ -278,8 +318,21 @@ class SplitClient:
         self._next_id += 1
         started = time.perf_counter()
         tensor = to_image_tensor(image)
-        result = FrameResult(frame_id, self.mode, self.split, self.codec.name, 0)
+        result = FrameResult(frame_id, self.mode, self.split, self.codec.name, 0, width=self.width)
         with torch.inference_mode():
+            if self.prefilter:
+                score = self.model.prefilter_score(tensor)
+                result.prefilter_score = score
+                threshold = (
+                    float(self.model.prefilter.threshold)
+                    if self.prefilter_threshold is None
+                    else (self.prefilter_threshold)
+                )
+                if score < threshold:
+                    result.mode, result.note = "prefiltered", f"prefilter score {score:.3f} < threshold {threshold:.3f}"
+                    result.timings_ms = {"prefilter": _ms(started), "total": _ms(started)}
+                    self.counters["prefiltered"] += 1
+                    return result_from_outputs(result, _EMPTY_DETECTIONS)
             if self.codec.kind == "local":
                 outputs = self.model.full(tensor)
                 result.timings_ms = {"head": _ms(started), "total": _ms(started)}
@@ -291,7 +344,15 @@ class SplitClient:
         payload = self.codec.encode(features)
         encoded = time.perf_counter()
         request = build_request(
-            self.spec.name, frame_id, payload, self.codec.name, self.split, meta, self.fingerprint, self.session_id
+            self.spec.name,
+            frame_id,
+            payload,
+            self.codec.name,
+            self.split,
+            meta,
+            self.fingerprint,
+            self.session_id,
+            width=self.width,
         )
         result.wire_bytes = len(payload)
         result.timings_ms = {"head": (head_done - started) * 1e3, "encode": (encoded - head_done) * 1e3}

@@ -33,7 +33,8 @@ class FrameResult:
     """What happened to one frame: a server result, a local result, or an error."""
 
     frame_id: int
-    mode: str  # "split", "offload", "local", "fallback" (local after a server failure) or "error"
+    #: "split", "offload", "local", "fallback" (local after a server failure), "prefiltered" (not sent) or "error"
+    mode: str
     split: str
     codec: str
     wire_bytes: int
@@ -44,6 +45,8 @@ class FrameResult:
     logits: np.ndarray | None = None
     error: str | None = None
     note: str | None = None
+    width: float | None = None
+    prefilter_score: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -74,6 +77,10 @@ class FrameResult:
         }
         if self.note:
             record["note"] = self.note
+        if self.width is not None:
+            record["width"] = self.width
+        if self.prefilter_score is not None:
+            record["prefilter_score"] = round(self.prefilter_score, 4)
         if self.logits is not None:
             top = np.argsort(-self.logits.reshape(-1))[:5]
             record["top5"] = [int(i) for i in top]

@@ -15,6 +15,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+with warnings.catch_warnings():  # compressai's import warns about torch.jit.script deprecation
+    warnings.simplefilter("ignore", FutureWarning)
+    from compressai.entropy_models.entropy_models import EntropyModel
+
 from .base import FeatureSpec, FrameMeta, SplitError
 from .detection import DetectionSplitModel
 from .stages import Stage
@@ -30,6 +34,8 @@ class BranchConfig:
     latent_channels: int
     entropy: bool
     hidden: int = 64
+    #: Fractions of the latent a slimmable branch can send (None: a fixed-width branch).
+    widths: tuple[float, ...] | None = None
 
 
 def _conv(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Conv2d:
@@ -67,37 +73,89 @@ class BottleneckBranch(nn.Module):
             nn.ReLU(inplace=True),
             _conv(h, in_channels),
         )
+        self.widths = config.widths or (1.0,)
+        self.width = self.widths[-1]
+        if config.widths:
+            # Switchable batch norm: statistics differ with the number of channels sent, weights are shared.
+            self.width_norms = nn.ModuleList(nn.BatchNorm2d(h) for _ in config.widths)
         self.entropy_bottleneck = None
         if config.entropy:
-            with warnings.catch_warnings():  # compressai's import warns about torch.jit.script deprecation
-                warnings.simplefilter("ignore", FutureWarning)
-                from compressai.entropy_models import EntropyBottleneck
+            from compressai.entropy_models import EntropyBottleneck
 
             self.entropy_bottleneck = EntropyBottleneck(c)
 
+    # -- widths (slimmable branches) -------------------------------------------------------------------
+    @property
+    def slimmable(self) -> bool:
+        return self.config.widths is not None
+
+    def channels(self, width: float | None = None) -> int:
+        width = self.width if width is None else width
+        if width not in self.widths:
+            raise SplitError(f"width {width} is not one of this bottleneck's widths {list(self.widths)}")
+        return max(1, round(width * self.config.latent_channels))
+
+    def channel_options(self) -> list[int]:
+        return [self.channels(w) for w in self.widths]
+
+    def set_width(self, width: float) -> None:
+        """Switch the number of latent channels computed and sent: a value, not a reload."""
+        self.channels(width)  # validates
+        self.width = width
+
+    def width_of(self, channels: int) -> float:
+        for width in self.widths:
+            if self.channels(width) == channels:
+                return width
+        raise SplitError(f"a latent of {channels} channels matches none of the widths {list(self.widths)}")
+
     # -- training path ---------------------------------------------------------------------------
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Normalised image batch -> (reconstructed teacher features, likelihoods or None)."""
-        y = self.encoder(self.student(x))
+    def forward(self, x: Tensor, width: float | None = None) -> tuple[Tensor, Tensor | None]:
+        """Normalised image batch -> (reconstructed teacher features, likelihoods of the sent channels or None)."""
+        y = self.encode(x, width)
         if self.entropy_bottleneck is None:
             return self.decode(y), None
-        y_hat, likelihoods = self.entropy_bottleneck(y)
-        return self.decode(y_hat), likelihoods
+        k = y.shape[1]
+        padded = nn.functional.pad(y, (0, 0, 0, 0, 0, self.config.latent_channels - k))
+        y_hat, likelihoods = self.entropy_bottleneck(padded)
+        return self.decode(y_hat[:, :k]), likelihoods[:, :k]
 
-    def encode(self, x: Tensor) -> Tensor:
-        return self.encoder(self.student(x))
+    def encode(self, x: Tensor, width: float | None = None) -> Tensor:
+        hidden = self.encoder[:-1](self.student(x))
+        last = self.encoder[-1]
+        k = self.channels(width)
+        # A narrow width computes only the channels it sends.
+        return nn.functional.conv2d(hidden, last.weight[:k], last.bias[:k])
 
     def decode(self, y: Tensor) -> Tensor:
-        return self.decoder(y)
+        if not self.slimmable:
+            return self.decoder(y)
+        first = self.decoder[0]
+        k = y.shape[1]
+        norm = self.width_norms[self.widths.index(self.width_of(k))]
+        x = torch.relu(norm(nn.functional.conv2d(y, first.weight[:, :k], first.bias)))
+        return self.decoder[3:](x)
 
     # -- wire path (entropy-coded branches) ------------------------------------------------------------
     def compress(self, y: Tensor) -> bytes:
+        """The rANS bitstream of the first ``y.shape[1]`` channels, each with its own factorized prior."""
         self._require_entropy()
-        return self.entropy_bottleneck.compress(y)[0]
+        eb = self.entropy_bottleneck
+        indexes = eb._build_indexes(y.size())
+        medians = self._medians(y.shape[1], y.dim() - 2).expand(y.size(0), -1, *([-1] * (y.dim() - 2)))
+        return EntropyModel.compress(eb, y, indexes, medians)[0]
 
-    def decompress(self, string: bytes, size: tuple[int, int]) -> Tensor:
+    def decompress(self, string: bytes, size: tuple[int, int], channels: int | None = None) -> Tensor:
         self._require_entropy()
-        return self.entropy_bottleneck.decompress([string], size)
+        eb = self.entropy_bottleneck
+        channels = channels or self.config.latent_channels
+        indexes = eb._build_indexes((1, channels, *size)).to(eb._quantized_cdf.device)
+        medians = self._medians(channels, len(size)).expand(1, -1, *([-1] * len(size)))
+        return EntropyModel.decompress(eb, [string], indexes, medians.dtype, medians)
+
+    def _medians(self, channels: int, spatial_dims: int) -> Tensor:
+        medians = self.entropy_bottleneck._get_medians().detach()[:channels]
+        return medians.reshape(1, channels, *([1] * spatial_dims))
 
     def update(self, force: bool = True) -> None:
         if self.entropy_bottleneck is not None:
@@ -119,8 +177,14 @@ def branch_key(split: str) -> str:
 class BottleneckDetector(DetectionSplitModel):
     """A detector with learned bottleneck branches as extra split points (``<cut>/<variant>``)."""
 
-    def __init__(self, *args, branches: dict[str, BranchConfig], **kwargs) -> None:
+    def __init__(self, *args, branches: dict[str, BranchConfig], prefilter_cut: str | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.prefilter_cut = prefilter_cut
+        self.prefilter = None
+        if prefilter_cut is not None:
+            from ..prefilter import Prefilter
+
+            self.prefilter = Prefilter(self._specs[prefilter_cut][0].channels)
         self.branch_splits = list(branches)
         self.branches = nn.ModuleDict()
         for split, config in branches.items():
@@ -146,6 +210,22 @@ class BottleneckDetector(DetectionSplitModel):
     def teacher_stages(self) -> list[Stage]:
         return self._stages
 
+    def check_features(self, features: OrderedDict[str, Tensor], split: str) -> None:
+        if split in self.branch_splits and self.branch(split).slimmable:
+            branch = self.branch(split)
+            y = features.get(LATENT)
+            if list(features) != [LATENT] or y is None or y.dim() != 4 or y.shape[0] != 1:
+                raise SplitError(f"split {split!r} expects one latent [1, C, H, W] named {LATENT!r}")
+            if y.shape[1] not in branch.channel_options():
+                raise SplitError(
+                    f"latent of {y.shape[1]} channels matches no width of {split!r} "
+                    f"(channels {branch.channel_options()})"
+                )
+            if not torch.isfinite(y).all():
+                raise SplitError(f"tensor {LATENT!r} contains NaN or infinite values")
+            return
+        super().check_features(features, split)
+
     def head(self, image: Tensor, split: str) -> tuple[OrderedDict[str, Tensor], FrameMeta]:
         if split not in self.branch_splits:
             return super().head(image, split)
@@ -164,6 +244,21 @@ class BottleneckDetector(DetectionSplitModel):
         cut = branch.config.cut
         restored = branch.decode(features[LATENT])
         return super().tail(OrderedDict([(self._specs[cut][0].name, restored)]), meta, cut)
+
+    def prefilter_features(self, images: Tensor) -> Tensor:
+        """The teacher's tensor at the prefilter's cut, for a normalised batch."""
+        stop = self._cuts[self.prefilter_cut]
+        x = images
+        for stage in self._stages[:stop]:
+            x = stage.module(x)
+        return x
+
+    def prefilter_score(self, image: Tensor) -> float:
+        """Probability that ``image`` (CHW in [0, 1]) holds an object of interest."""
+        if self.prefilter is None:
+            raise SplitError(f"model {self.name!r} has no prefilter")
+        images, _ = self.detector.transform([image])
+        return float(torch.sigmoid(self.prefilter(self.prefilter_features(images.tensors)))[0])
 
     def update(self) -> None:
         """Build every entropy model's CDF tables (after training, before compress)."""

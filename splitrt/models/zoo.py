@@ -275,12 +275,19 @@ def shapes_fcos(tv_weights: Any = None, **kwargs: Any) -> SplitModel:
     cuts = _mobilenet_cuts([m for _, m in body.named_children()])
     cuts["body"] = len(body)
     return BottleneckDetector(
-        "shapes_fcos", det, _body_stages(body), cuts, predict_fcos, neck=det.backbone.fpn, branches=SHAPES_BRANCHES
+        "shapes_fcos",
+        det,
+        _body_stages(body),
+        cuts,
+        predict_fcos,
+        neck=det.backbone.fpn,
+        branches=SHAPES_BRANCHES,
+        prefilter_cut="features.3",
     )
 
 
 #: The learned bottlenecks of shapes_fcos: ``/bn`` plain (sent as int8+zstd), ``/ebK`` entropy-coded
-#: (K = rate-distortion trade-off, 1 = fewest bytes).
+#: (K = rate-distortion trade-off, 1 = fewest bytes), ``/slim`` entropy-coded with a per-frame width.
 SHAPES_BRANCHES = {
     "features.3/bn": BranchConfig("features.3", 16, entropy=False),
     "features.6/bn": BranchConfig("features.6", 24, entropy=False),
@@ -288,4 +295,6 @@ SHAPES_BRANCHES = {
     "features.6/eb1": BranchConfig("features.6", 24, entropy=True),
     "features.6/eb2": BranchConfig("features.6", 24, entropy=True),
     "features.6/eb3": BranchConfig("features.6", 24, entropy=True),
+    # Slimmable: one set of weights, 8 / 16 / 24 / 32 latent channels chosen per frame.
+    "features.6/slim": BranchConfig("features.6", 32, entropy=True, widths=(0.25, 0.5, 0.75, 1.0)),
 }

@@ -61,6 +61,7 @@ class ServedModel:
             )
         features = codec.decode(frame.payload)
         self.model.check_features(features, frame.split)
+        self._check_width(frame, features)
         meta = frame.meta
         if meta is None:
             image = features["image"]
@@ -68,6 +69,25 @@ class ServedModel:
             meta = FrameMeta(size, size, size)
         self.model.check_meta(features, meta, frame.split)
         return features, meta
+
+    def _check_width(self, frame: FrameRequest, features: OrderedDict[str, Tensor]) -> None:
+        """A slimmable split's width travels in the request; it must be one the model has and match the latent."""
+        branch_of = getattr(self.model, "branch", None)
+        slim = branch_of is not None and frame.split in self.model.branch_splits and branch_of(frame.split).slimmable
+        if not slim:
+            if frame.width is not None:
+                raise SplitError(f"split {frame.split!r} has no widths; drop the width parameter")
+            return
+        branch = branch_of(frame.split)
+        if frame.width is None:
+            raise SplitError(f"split {frame.split!r} is slimmable: the request must carry its width")
+        if frame.width not in branch.widths:
+            raise SplitError(f"width {frame.width} is not one of {frame.split!r}'s widths {list(branch.widths)}")
+        channels = next(iter(features.values())).shape[1]
+        if channels != branch.channels(frame.width):
+            raise SplitError(
+                f"width {frame.width} means {branch.channels(frame.width)} latent channels, the payload has {channels}"
+            )
 
     def tail(
         self, features: OrderedDict[str, Tensor], meta: FrameMeta, split: str

@@ -26,7 +26,16 @@ from ..models.bottleneck import BottleneckDetector
 from . import checkpoint
 
 #: Rate-distortion trade-off per entropy-coded variant: loss = bpp + lambda * relative MSE.
-LAMBDAS = {"eb1": 2.0, "eb2": 8.0, "eb3": 32.0}
+LAMBDAS = {"eb1": 2.0, "eb2": 8.0, "eb3": 32.0, "slim": 8.0}
+
+
+def sandwich(widths: tuple[float, ...], generator: torch.Generator) -> list[float | None]:
+    """The sandwich rule of slimmable networks: the widest, the narrowest and one width between, every step."""
+    if len(widths) == 1:
+        return [None]
+    middle = list(widths[1:-1])
+    pick = middle[int(torch.randint(len(middle), (1,), generator=generator))] if middle else None
+    return [w for w in (widths[-1], widths[0], pick) if w is not None]
 
 
 def lambda_for(split: str) -> float | None:
@@ -74,6 +83,7 @@ def distill_branch(
         generator=torch.Generator().manual_seed(seed + 1),
     )
     branch.train()
+    width_rng = torch.Generator().manual_seed(seed + 2)
     step, last = 0, {}
     bar = tqdm(total=steps, desc=f"distill {split}", unit="step")
     while step < steps:
@@ -85,13 +95,18 @@ def distill_branch(
                 batch, _ = model.detector.transform(images)
                 x = batch.tensors
                 target = teacher_prefix(x)
-            restored, likelihoods = branch(x)
-            distortion = F.mse_loss(restored, target) / target.var().clamp_min(1e-8)
-            loss = distortion
-            bpp = torch.zeros(())
-            if likelihoods is not None:
-                bpp = -torch.log2(likelihoods).sum() / (x.shape[0] * x.shape[-2] * x.shape[-1])
-                loss = bpp + lam * distortion
+            loss = torch.zeros(())
+            for index, width in enumerate(sandwich(branch.widths, width_rng)):
+                restored, likelihoods = branch(x, width)
+                part = F.mse_loss(restored, target) / target.var().clamp_min(1e-8)
+                rate = torch.zeros(())
+                if likelihoods is not None:
+                    rate = -torch.log2(likelihoods).sum() / (x.shape[0] * x.shape[-2] * x.shape[-1])
+                    part = rate + lam * part
+                loss = loss + part
+                if index == 0:  # the widest width: what the log reports
+                    distortion = F.mse_loss(restored.detach(), target) / target.var().clamp_min(1e-8)
+                    bpp = rate.detach()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(main_params, 5.0)
@@ -117,7 +132,11 @@ def distill_branch(
 def train_bottlenecks(
     teacher: Path, out: Path, splits: list[str] | None = None, steps: int = 1500, batch_size: int = 16, lr: float = 1e-3
 ) -> Path:
-    """Distil the requested branches (default: all) on top of ``teacher`` and write the full model's weights."""
+    """Distil the requested branches (default: every fixed-width one) on top of ``teacher``.
+
+    Writes the whole model (teacher + branches + prefilter) to ``out/shapes_fcos.safetensors``,
+    keeping branches an earlier run already trained there.
+    """
     model = build_model("shapes_fcos", weights="random")
     checkpoint.load_detector(model, teacher)
     for p in model.detector.parameters():
@@ -131,7 +150,7 @@ def train_bottlenecks(
     else:
         reset_students(model)
     log = checkpoint.JsonLog(out / "distill-log.jsonl")
-    for split in splits or model.branch_splits:
+    for split in splits or [s for s in model.branch_splits if not model.branch(s).slimmable]:
         branch = model.branch(split)
         stop = model._cuts[branch.config.cut]
         branch.student.load_state_dict(nn.Sequential(*[s.module for s in model.teacher_stages()[:stop]]).state_dict())

@@ -21,6 +21,7 @@ PREFIX = "splitrt."
 CODEC = PREFIX + "codec"
 SPLIT = PREFIX + "split"
 FINGERPRINT = PREFIX + "fingerprint"
+WIDTH = PREFIX + "width"
 ORIGINAL_H, ORIGINAL_W = PREFIX + "original_height", PREFIX + "original_width"
 RESIZED_H, RESIZED_W = PREFIX + "resized_height", PREFIX + "resized_width"
 BATCH_H, BATCH_W = PREFIX + "batch_height", PREFIX + "batch_width"
@@ -51,6 +52,7 @@ class FrameRequest:
     split: str
     meta: FrameMeta | None
     fingerprint: str | None
+    width: float | None = None
 
 
 def _param_value(p: pb.InferParameter) -> object:
@@ -82,6 +84,7 @@ def build_request(
     meta: FrameMeta,
     fingerprint: str,
     session_id: int | None = None,
+    width: float | None = None,
 ) -> pb.ModelInferRequest:
     request = pb.ModelInferRequest(model_name=model, id=str(frame_id))
     tensor = request.inputs.add()
@@ -101,6 +104,8 @@ def build_request(
     }
     if session_id is not None:
         values[SESSION] = session_id
+    if width is not None:
+        values[WIDTH] = float(width)
     for key, value in values.items():
         _set_param(request.parameters, key, value)
     return request
@@ -134,7 +139,11 @@ def parse_request(request: pb.ModelInferRequest) -> FrameRequest:
     fingerprint = params.get(FINGERPRINT)
     if fingerprint is not None and not isinstance(fingerprint, str):
         raise WireError(f"parameter {FINGERPRINT} must be a string")
-    return FrameRequest(request.model_name, request.id, payload, codec, split, _read_meta(params), fingerprint)
+    width = params.get(WIDTH)
+    if width is not None and (isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width <= 1):
+        raise WireError(f"parameter {WIDTH} must be a fraction in (0, 1], got {width!r}")
+    meta = _read_meta(params)
+    return FrameRequest(request.model_name, request.id, payload, codec, split, meta, fingerprint, width)
 
 
 def _read_meta(params: dict[str, object]) -> FrameMeta:

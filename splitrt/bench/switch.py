@@ -1,0 +1,190 @@
+"""`splitrt bench switch`: what changing the slimmable width costs, against reloading a fixed bottleneck.
+
+Both are measured side by side in one run on this machine:
+- switch: the extra time of the first frame after ``set_width`` compared with
+  a frame at an unchanged width (and the ``set_width`` call itself);
+- reload: what a user without slimmability does to change rate: build the
+  separately trained bottleneck of that size, load its weights from disk
+  (safetensors), and run its first frame.
+Also: head time per width (the encoder computes only the channels it sends)
+and the peak memory of an edge process holding all widths vs one fixed model.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..codecs import get_codec
+from ..data.datasets import ShapesDetection
+from ..models import build_model
+from ..models.bottleneck import BottleneckBranch
+
+SLIM = "features.6/slim"
+FIXED = "features.6/eb2"
+
+
+def _frame_ms(model, split: str, image: torch.Tensor) -> float:
+    codec = get_codec("entropy", model, split)
+    began = time.perf_counter()
+    with torch.inference_mode():
+        features, _ = model.head(image, split)
+        codec.encode(features)
+    return (time.perf_counter() - began) * 1e3
+
+
+def switch_costs(model, images: list[torch.Tensor], repeats: int) -> dict[str, Any]:
+    branch = model.branch(SLIM)
+    widths = list(branch.widths)
+    for image in images[:3]:  # warm-up
+        for w in widths:
+            branch.set_width(w)
+            _frame_ms(model, SLIM, image)
+    steady, after_switch, set_calls = [], [], []
+    for i in range(repeats):
+        image = images[i % len(images)]
+        a, b = widths[i % len(widths)], widths[(i + 1) % len(widths)]
+        branch.set_width(b)
+        _frame_ms(model, SLIM, image)
+        steady.append(_frame_ms(model, SLIM, image))  # b, unchanged width
+        branch.set_width(a)
+        _frame_ms(model, SLIM, image)
+        began = time.perf_counter()
+        branch.set_width(b)
+        set_calls.append((time.perf_counter() - began) * 1e3)
+        after_switch.append(_frame_ms(model, SLIM, image))  # b, right after a switch
+    return {
+        "set_width_ms": statistics.median(set_calls),
+        "frame_ms_steady": statistics.median(steady),
+        "frame_ms_after_switch": statistics.median(after_switch),
+        "switch_overhead_ms": max(0.0, statistics.median(after_switch) - statistics.median(steady))
+        + statistics.median(set_calls),
+    }
+
+
+def reload_costs(model, images: list[torch.Tensor], repeats: int) -> dict[str, Any]:
+    """Load the fixed bottleneck of this size from disk and run its first frame, from scratch each time."""
+    from safetensors.torch import load_file, save_file
+
+    branch = model.branch(FIXED)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "fixed-bottleneck.safetensors"
+        save_file({k: v.contiguous() for k, v in branch.state_dict().items()}, str(path))
+        costs = []
+        for i in range(repeats):
+            image = images[i % len(images)]
+            began = time.perf_counter()
+            fresh = BottleneckBranch(copy.deepcopy(branch.student), branch.decoder[-1].out_channels, branch.config)
+            state = load_file(str(path))
+            for name in ("_quantized_cdf", "_offset", "_cdf_length"):
+                fresh.entropy_bottleneck._buffers[name] = torch.empty_like(state[f"entropy_bottleneck.{name}"])
+            fresh.load_state_dict(state)
+            fresh.eval()
+            with torch.inference_mode():
+                images_batch, _ = model.detector.transform([image])
+                fresh.compress(fresh.encode(images_batch.tensors))
+            costs.append((time.perf_counter() - began) * 1e3)
+    return {"reload_and_first_frame_ms": statistics.median(costs)}
+
+
+def head_scaling(model, images: list[torch.Tensor], repeats: int) -> list[dict[str, Any]]:
+    branch = model.branch(SLIM)
+    rows = []
+    for width in branch.widths:
+        branch.set_width(width)
+        times, sizes = [], []
+        for i in range(repeats):
+            image = images[i % len(images)]
+            times.append(_frame_ms(model, SLIM, image))
+            with torch.inference_mode():
+                sizes.append(len(get_codec("entropy", model, SLIM).encode(model.head(image, SLIM)[0])))
+        rows.append(
+            {
+                "width": width,
+                "channels": branch.channels(width),
+                "head_encode_ms": statistics.median(times),
+                "bytes_mean": statistics.fmean(sizes),
+            }
+        )
+    return rows
+
+
+_MEMORY_PROBE = r"""
+import resource, sys, torch
+from splitrt.models import build_model
+from splitrt.data.datasets import ShapesDetection
+from splitrt.codecs import get_codec
+model = build_model("shapes_fcos")
+split = sys.argv[1]
+image = ShapesDetection("test", 1)[0][0]
+branch = model.branch(split)
+with torch.inference_mode():
+    for width in branch.widths:
+        branch.set_width(width)
+        get_codec("entropy", model, split).encode(model.head(image, split)[0])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def peak_memory_mb(split: str) -> float:
+    out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, split], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def run(repeats: int = 30) -> dict[str, Any]:
+    model = build_model("shapes_fcos")
+    if not model.trained:
+        raise ValueError("bench switch needs the trained shapes_fcos weights")
+    data = ShapesDetection("test", 8)
+    images = [data[i][0] for i in range(len(data))]
+    switch = switch_costs(model, images, repeats)
+    reload = reload_costs(model, images, max(5, repeats // 3))
+    return {
+        "benchmark": "switch",
+        "slimmable_split": SLIM,
+        "fixed_split": FIXED,
+        **switch,
+        **reload,
+        "reload_over_switch": reload["reload_and_first_frame_ms"] / max(switch["switch_overhead_ms"], 1e-6),
+        "head_scaling": head_scaling(model, images, repeats // 2),
+        "peak_rss_mb_all_widths": peak_memory_mb(SLIM),
+        "peak_rss_mb_one_fixed": peak_memory_mb(FIXED),
+    }
+
+
+def format_table(r: dict[str, Any]) -> str:
+    lines = [
+        f"bench switch: {r['slimmable_split']} (all widths, one set of weights) vs reloading {r['fixed_split']}",
+        f"  set_width call:                        {r['set_width_ms'] * 1000:9.1f} us",
+        f"  frame at unchanged width:              {r['frame_ms_steady']:9.2f} ms",
+        f"  frame right after a width switch:      {r['frame_ms_after_switch']:9.2f} ms",
+        f"  => switch overhead:                    {r['switch_overhead_ms']:9.3f} ms",
+        f"  reload fixed bottleneck + first frame: {r['reload_and_first_frame_ms']:9.2f} ms",
+        f"  => reload / switch:                    {r['reload_over_switch']:9.0f}x",
+        f"  peak RSS, edge with all widths:        {r['peak_rss_mb_all_widths']:9.0f} MB",
+        f"  peak RSS, edge with one fixed model:   {r['peak_rss_mb_one_fixed']:9.0f} MB",
+        f"  {'width':>6} {'channels':>8} {'head+encode ms':>15} {'bytes/frame':>12}",
+    ]
+    for row in r["head_scaling"]:
+        lines.append(
+            f"  {row['width']:>6.2f} {row['channels']:>8} {row['head_encode_ms']:>15.2f} {row['bytes_mean']:>12.0f}"
+        )
+    return "\n".join(lines)
+
+
+def main(repeats: int, out: Path) -> int:
+    result = run(repeats)
+    print(format_table(result))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"written: {out}")
+    return 0
