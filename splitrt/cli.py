@@ -54,12 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     bottleneck.add_argument("--split", action="append", help="branch to train, e.g. features.6/eb2 (default: all)")
     bottleneck.add_argument("--steps", type=int, default=1500, help="steps per branch (default: %(default)s)")
     bottleneck.add_argument("--batch-size", type=int, default=16, help="images per step (default: %(default)s)")
+    bottleneck.add_argument(
+        "--finetune-steps", type=int, default=0, help="second stage on the detection loss, steps per branch"
+    )
 
     slim = trainers.add_parser("slimmable", help="distil the slimmable bottleneck (sandwich rule, entropy-coded)")
     slim.add_argument("--teacher", default="runs/teacher/teacher.safetensors", help="teacher weights")
     slim.add_argument("--out", default="runs/bottleneck", help="output folder (default: %(default)s)")
     slim.add_argument("--steps", type=int, default=1500, help="steps (default: %(default)s)")
     slim.add_argument("--batch-size", type=int, default=16, help="images per step (default: %(default)s)")
+    slim.add_argument("--finetune-steps", type=int, default=0, help="second stage on the detection loss")
     prefilter = trainers.add_parser("prefilter", help="train the prefilter and calibrate its threshold on val")
     prefilter.add_argument("--model", default="runs/bottleneck/shapes_fcos.safetensors", help="model weights to extend")
     prefilter.add_argument("--steps", type=int, default=800, help="steps (default: %(default)s)")
@@ -178,13 +182,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train" and args.trainer == "bottleneck":
         from .train.bottleneck import train_bottlenecks
 
-        path = train_bottlenecks(Path(args.teacher), Path(args.out), args.split, args.steps, args.batch_size)
+        path = train_bottlenecks(
+            Path(args.teacher),
+            Path(args.out),
+            args.split,
+            args.steps,
+            args.batch_size,
+            finetune_steps=args.finetune_steps,
+        )
         print(f"bottlenecks written to {path}")
         return 0
     if args.command == "train" and args.trainer == "slimmable":
         from .train.bottleneck import train_bottlenecks
 
-        path = train_bottlenecks(Path(args.teacher), Path(args.out), ["features.6/slim"], args.steps, args.batch_size)
+        path = train_bottlenecks(
+            Path(args.teacher),
+            Path(args.out),
+            ["features.6/slim"],
+            args.steps,
+            args.batch_size,
+            finetune_steps=args.finetune_steps,
+        )
         print(f"slimmable bottleneck written to {path}")
         return 0
     if args.command == "train" and args.trainer == "prefilter":

@@ -16,7 +16,7 @@ name = "cls"
 arch = "resnet18"
 options = { num_classes = 10, image_size = 64 }
 """
-FRAMES = 80
+FRAMES = 120
 
 
 def test_kill_and_restart_loses_no_frame(tmp_path):

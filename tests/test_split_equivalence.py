@@ -46,6 +46,7 @@ def test_detector_split_equals_full(name):
             if split != INPUT_SPLIT:
                 features = codec.decode(codec.encode(features))
             model.check_features(features, split)
+            model.check_meta(features, meta, split)
             out = model.tail(features, meta, split)
             assert torch.equal(out["labels"], reference["labels"]), f"{name} @ {split}: labels differ"
             torch.testing.assert_close(out["boxes"], reference["boxes"], atol=1e-4, rtol=0, msg=f"{name} @ {split}")
@@ -66,6 +67,7 @@ def test_classifier_split_equals_full(name):
             if split != INPUT_SPLIT:
                 features = codec.decode(codec.encode(features))
             model.check_features(features, split)
+            model.check_meta(features, meta, split)
             torch.testing.assert_close(model.tail(features, meta, split)["logits"], reference, atol=1e-5, rtol=0)
 
 
@@ -87,6 +89,10 @@ def test_features_that_do_not_fit_the_split_are_refused():
     renamed = type(features)(y=features["x"])
     with pytest.raises(SplitError, match="expects tensors"):
         model.check_features(renamed, "layer1")
+    from splitrt.models import FrameMeta
+
+    with pytest.raises(SplitError, match="frame gives"):
+        model.check_meta(features, FrameMeta((64, 64), (32, 32), (32, 32)), "layer1")  # maps too big for the frame
     features["x"][0, 0, 0, 0] = float("nan")
     with pytest.raises(SplitError, match="NaN"):
         model.check_features(features, "layer1")

@@ -112,7 +112,11 @@ class BottleneckBranch(nn.Module):
     # -- training path ---------------------------------------------------------------------------
     def forward(self, x: Tensor, width: float | None = None) -> tuple[Tensor, Tensor | None]:
         """Normalised image batch -> (reconstructed teacher features, likelihoods of the sent channels or None)."""
-        y = self.encode(x, width)
+        return self.code(self.student(x), width)
+
+    def code(self, head_features: Tensor, width: float | None = None) -> tuple[Tensor, Tensor | None]:
+        """The bottleneck alone, from the student's output (training with a frozen student starts here)."""
+        y = self._latent(head_features, width)
         if self.entropy_bottleneck is None:
             return self.decode(y), None
         k = y.shape[1]
@@ -121,7 +125,10 @@ class BottleneckBranch(nn.Module):
         return self.decode(y_hat[:, :k]), likelihoods[:, :k]
 
     def encode(self, x: Tensor, width: float | None = None) -> Tensor:
-        hidden = self.encoder[:-1](self.student(x))
+        return self._latent(self.student(x), width)
+
+    def _latent(self, head_features: Tensor, width: float | None) -> Tensor:
+        hidden = self.encoder[:-1](head_features)
         last = self.encoder[-1]
         k = self.channels(width)
         # A narrow width computes only the channels it sends.

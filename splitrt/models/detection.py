@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torchvision.models.detection.image_list import ImageList
 
 from .base import INPUT_SPLIT, FeatureSpec, FrameMeta, SplitModel
-from .stages import Stage, cut_channels, cut_features, resume, run_stages
+from .stages import Stage, cut_channels, cut_features, probe_stride, resume, run_stages
 
 #: Runs the detector's part after the backbone: (detector, images, features) -> raw detections.
 Predictor = Callable[[nn.Module, ImageList, "OrderedDict[str, Tensor]"], list[dict[str, Tensor]]]
@@ -75,7 +75,7 @@ class DetectionSplitModel(SplitModel):
             emitted: OrderedDict[str, Tensor] = OrderedDict()
             run_stages(self._stages, probe, emitted, 0, len(self._stages))
             specs[self._neck_split] = [
-                FeatureSpec(k, int(v.shape[1]), _PROBE_SIZE / v.shape[-2]) for k, v in self._neck(emitted).items()
+                FeatureSpec(k, int(v.shape[1]), probe_stride(probe, v)) for k, v in self._neck(emitted).items()
             ]
         return specs
 

@@ -64,4 +64,11 @@ def cut_channels(stages: list[Stage], probe: Tensor, stop: int) -> list[tuple[st
     emitted: OrderedDict[str, Tensor] = OrderedDict()
     x = run_stages(stages, probe, emitted, 0, stop)
     out = cut_features(stages, x, emitted, stop)
-    return [(k, int(v.shape[1]), probe.shape[-2] / v.shape[-2] if v.dim() == 4 else None) for k, v in out.items()]
+    return [(k, int(v.shape[1]), probe_stride(probe, v)) for k, v in out.items()]
+
+
+def probe_stride(probe: Tensor, output: Tensor) -> float | None:
+    """Input pixels per output pixel, when the probe's output is large enough to tell (else None)."""
+    if output.dim() != 4 or output.shape[-2] <= 2:
+        return None
+    return probe.shape[-2] / output.shape[-2]

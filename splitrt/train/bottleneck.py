@@ -61,13 +61,22 @@ def distill_branch(
     train_count: int = 6000,
     log: checkpoint.JsonLog | None = None,
     seed: int = 0,
+    train_student: bool = False,
 ) -> dict[str, float]:
+    """Train one branch; with ``train_student`` the copied teacher layers on the edge are fine-tuned too.
+
+    A frozen student (the default) keeps the edge's layers identical to the
+    teacher's, so the teacher's output at the cut is both the encoder's input
+    and the decoder's target, and a step costs a fraction as much.
+    """
     branch = model.branch(split)
+    for p in branch.student.parameters():
+        p.requires_grad_(train_student)
     stop = model._cuts[branch.config.cut]
     teacher_prefix = nn.Sequential(*[s.module for s in model.teacher_stages()[:stop]]).eval()
     lam = lambda_for(split)
     entropy = branch.entropy_bottleneck
-    main_params = [p for n, p in branch.named_parameters() if not n.endswith(".quantiles")]
+    main_params = [p for n, p in branch.named_parameters() if not n.endswith(".quantiles") and p.requires_grad]
     optimizer = torch.optim.Adam(main_params, lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))
@@ -83,6 +92,8 @@ def distill_branch(
         generator=torch.Generator().manual_seed(seed + 1),
     )
     branch.train()
+    if not train_student:
+        branch.student.eval()
     width_rng = torch.Generator().manual_seed(seed + 2)
     step, last = 0, {}
     bar = tqdm(total=steps, desc=f"distill {split}", unit="step")
@@ -97,7 +108,7 @@ def distill_branch(
                 target = teacher_prefix(x)
             loss = torch.zeros(())
             for index, width in enumerate(sandwich(branch.widths, width_rng)):
-                restored, likelihoods = branch(x, width)
+                restored, likelihoods = branch(x, width) if train_student else branch.code(target, width)
                 part = F.mse_loss(restored, target) / target.var().clamp_min(1e-8)
                 rate = torch.zeros(())
                 if likelihoods is not None:
@@ -130,7 +141,13 @@ def distill_branch(
 
 
 def train_bottlenecks(
-    teacher: Path, out: Path, splits: list[str] | None = None, steps: int = 1500, batch_size: int = 16, lr: float = 1e-3
+    teacher: Path,
+    out: Path,
+    splits: list[str] | None = None,
+    steps: int = 1500,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    finetune_steps: int = 0,
 ) -> Path:
     """Distil the requested branches (default: every fixed-width one) on top of ``teacher``.
 
@@ -155,6 +172,8 @@ def train_bottlenecks(
         stop = model._cuts[branch.config.cut]
         branch.student.load_state_dict(nn.Sequential(*[s.module for s in model.teacher_stages()[:stop]]).state_dict())
         final = distill_branch(model, split, steps, batch_size, lr, log=log)
+        if finetune_steps:
+            final.update(detection_finetune(model, split, finetune_steps, log=log))
         log.write(split=split, done=True, **final)
         model.update()
         from ..models.zoo import save_weights
@@ -162,3 +181,82 @@ def train_bottlenecks(
         save_weights(model, existing)  # after each branch, so an interrupted run keeps what it finished
     log.close()
     return existing
+
+
+def detection_finetune(
+    model: BottleneckDetector,
+    split: str,
+    steps: int,
+    batch_size: int = 8,
+    lr: float = 2e-4,
+    feature_weight: float = 1.0,
+    log: checkpoint.JsonLog | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Second stage: tune the encoder/decoder on the detector's own loss through the frozen teacher.
+
+    Loss = detection loss + feature MSE (kept as an anchor) [+ bits per pixel x 1/lambda for entropy branches].
+    """
+    from collections import OrderedDict
+
+    from ..models.stages import resume, run_stages
+
+    branch = model.branch(split)
+    det = model.detector
+    stages = model.teacher_stages()
+    stop = model._cuts[branch.config.cut]
+    name = model.feature_specs(branch.config.cut)[0].name
+    teacher_prefix = nn.Sequential(*[s.module for s in stages[:stop]]).eval()
+    lam = lambda_for(split)
+    params = [p for n, p in branch.named_parameters() if not n.endswith(".quantiles") and not n.startswith("student.")]
+    optimizer = torch.optim.Adam(params, lr=lr)
+    loader = DataLoader(
+        ShapesDetection("train", 6000, seed=seed),
+        batch_size=batch_size,
+        shuffle=True,
+        collate_fn=collate,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(seed + 5),
+    )
+    det.eval()
+    branch.train()
+    branch.student.eval()
+    width_rng = torch.Generator().manual_seed(seed + 6)
+    step, last = 0, {}
+    bar = tqdm(total=steps, desc=f"finetune {split}", unit="step")
+    while step < steps:
+        for images, targets in loader:
+            if step >= steps:
+                break
+            with torch.no_grad():
+                batch, targets = det.transform(images, targets)
+                target = teacher_prefix(batch.tensors)
+            total = torch.zeros(())
+            for width in sandwich(branch.widths, width_rng):
+                restored, likelihoods = branch.code(target, width)
+                x, emitted = resume(stages, OrderedDict([(name, restored)]), stop)
+                run_stages(stages, x, emitted, stop, len(stages))
+                levels = list(model._neck(emitted).values())
+                head_outputs = det.head(levels)
+                anchors = det.anchor_generator(batch, levels)
+                losses = det.compute_loss(targets, head_outputs, anchors, [v.size(2) * v.size(3) for v in levels])
+                detection = sum(losses.values())
+                feature = F.mse_loss(restored, target) / target.var().clamp_min(1e-8)
+                loss = detection + feature_weight * feature
+                if likelihoods is not None and lam:
+                    loss = loss + (-torch.log2(likelihoods).sum() / batch.tensors[:, 0].numel()) / lam
+                total = total + loss
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            torch.nn.utils.clip_grad_norm_(params, 5.0)
+            optimizer.step()
+            step += 1
+            last = {"finetune_loss": total.item(), "detection_loss": detection.item(), "relative_mse": feature.item()}
+            bar.update(1)
+            bar.set_postfix(det=f"{last['detection_loss']:.3f}", mse=f"{last['relative_mse']:.4f}")
+            if log is not None:
+                log.write(split=split, finetune_step=step, **last)
+    bar.close()
+    branch.eval()
+    branch.update(force=True)
+    return last
