@@ -33,6 +33,15 @@ name = "shapes"
 arch = "shapes_fcos"
 """
 
+#: A small, fast model for tests of the server machinery rather than of models.
+TINY_CLASSIFIER_TOML = """
+[[models]]
+name = "cls"
+arch = "resnet18"
+options = { num_classes = 10, image_size = 64 }
+"""
+TINY_CLASSIFIER = ModelSpec("cls", "resnet18", options={"num_classes": 10, "image_size": 64})
+
 
 def free_port() -> int:
     with socket.socket() as sock:

@@ -8,14 +8,9 @@ import subprocess
 import sys
 import time
 
+from .conftest import TINY_CLASSIFIER_TOML as CONFIG
 from .conftest import free_port, start_server, stop_server
 
-CONFIG = """
-[[models]]
-name = "cls"
-arch = "resnet18"
-options = { num_classes = 10, image_size = 64 }
-"""
 FRAMES = 120
 
 

@@ -10,19 +10,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import splitrt
-from splitrt.models.spec import ModelSpec
 from splitrt.wire import kserve_v2_pb2 as pb
 from splitrt.wire import kserve_v2_pb2_grpc as pb_grpc
 
+from .conftest import TINY_CLASSIFIER as SPEC
+from .conftest import TINY_CLASSIFIER_TOML as CONFIG
 from .conftest import free_port, start_server, stop_server
-
-CONFIG = """
-[[models]]
-name = "cls"
-arch = "resnet18"
-options = { num_classes = 10, image_size = 64 }
-"""
-SPEC = ModelSpec("cls", "resnet18", options={"num_classes": 10, "image_size": 64})
 
 
 @pytest.fixture(scope="module")

@@ -12,19 +12,13 @@ import pytest
 import splitrt
 from splitrt.edge.client import FrameFailed
 from splitrt.edge.connection import ConnectionOptions
-from splitrt.models.spec import ModelSpec
 
 from .certs import issue, make_ca
+from .conftest import TINY_CLASSIFIER as SPEC
+from .conftest import TINY_CLASSIFIER_TOML as CONFIG
 from .conftest import start_server, stop_server
 
 TOKEN = "s3cret-token-for-tests"
-CONFIG = """
-[[models]]
-name = "cls"
-arch = "resnet18"
-options = { num_classes = 10, image_size = 64 }
-"""
-SPEC = ModelSpec("cls", "resnet18", options={"num_classes": 10, "image_size": 64})
 IMAGE = np.full((48, 64, 3), 120, dtype=np.uint8)
 
 

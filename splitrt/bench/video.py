@@ -17,25 +17,8 @@ from ..models import build_model
 
 
 def ground_truth(frames: int) -> tuple[list, dict]:
-    images, annotations = [], []
-    pictures = []
-    for index, (image, anns) in enumerate(shapes.video(frames)):
-        pictures.append(image)
-        images.append({"id": index + 1, "width": image.shape[1], "height": image.shape[0]})
-        for ann in anns:
-            x1, y1, x2, y2 = ann["box"]
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": index + 1,
-                    "category_id": ann["label"],
-                    "bbox": [x1, y1, x2 - x1, y2 - y1],
-                    "area": (x2 - x1) * (y2 - y1),
-                    "iscrowd": 0,
-                }
-            )
-    categories = [{"id": i + 1, "name": n} for i, n in enumerate(shapes.CLASSES)]
-    return pictures, {"images": images, "annotations": annotations, "categories": categories}
+    pictures, per_image = zip(*shapes.video(frames))
+    return list(pictures), shapes.coco_ground_truth(list(per_image), pictures[0].shape[0])
 
 
 def report(jsonl: Path, frames: int) -> str:

@@ -243,11 +243,19 @@ def _bounce(position: float, span: float) -> float:
 
 # -- COCO export ------------------------------------------------------------------------------------------
 def to_coco(seed: int, split: str, count: int, size: int = DEFAULT_SIZE) -> dict:
-    """COCO-format ground truth for the first ``count`` images of a split (ids are 1-based indices + 1)."""
+    """COCO-format ground truth for the first ``count`` images of a split (image id = index + 1)."""
+    per_image = [sample(seed, split, index, size)[1] for index in range(count)]
+    return coco_ground_truth(per_image, size, [f"{split}/{index:06d}.png" for index in range(count)])
+
+
+def coco_ground_truth(per_image: list[list[dict]], size: int, file_names: list[str] | None = None) -> dict:
+    """COCO-format ground truth from each image's annotations (xyxy boxes); image ids are 1-based."""
     images, annotations = [], []
-    for index in range(count):
-        _, anns = sample(seed, split, index, size)
-        images.append({"id": index + 1, "file_name": f"{split}/{index:06d}.png", "width": size, "height": size})
+    for index, anns in enumerate(per_image):
+        image = {"id": index + 1, "width": size, "height": size}
+        if file_names:
+            image["file_name"] = file_names[index]
+        images.append(image)
         for ann in anns:
             x1, y1, x2, y2 = ann["box"]
             annotations.append(

@@ -29,6 +29,17 @@ from . import checkpoint
 LAMBDAS = {"eb1": 2.0, "eb2": 8.0, "eb3": 32.0, "slim": 8.0}
 
 
+def train_loader(batch_size: int, data_seed: int, shuffle_seed: int, count: int = 6000) -> DataLoader:
+    return DataLoader(
+        ShapesDetection("train", count, seed=data_seed),
+        batch_size=batch_size,
+        shuffle=True,
+        collate_fn=collate,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(shuffle_seed),
+    )
+
+
 def sandwich(widths: tuple[float, ...], generator: torch.Generator) -> list[float | None]:
     """The sandwich rule of slimmable networks: the widest, the narrowest and one width between, every step."""
     if len(widths) == 1:
@@ -82,15 +93,7 @@ def distill_branch(
         optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))
     )
     aux_optimizer = torch.optim.Adam([entropy.quantiles], lr=1e-3) if entropy is not None else None
-    data = ShapesDetection("train", train_count, seed=seed)
-    loader = DataLoader(
-        data,
-        batch_size=batch_size,
-        shuffle=True,
-        collate_fn=collate,
-        drop_last=True,
-        generator=torch.Generator().manual_seed(seed + 1),
-    )
+    loader = train_loader(batch_size, seed, seed + 1, train_count)
     branch.train()
     if not train_student:
         branch.student.eval()
@@ -210,14 +213,7 @@ def detection_finetune(
     lam = lambda_for(split)
     params = [p for n, p in branch.named_parameters() if not n.endswith(".quantiles") and not n.startswith("student.")]
     optimizer = torch.optim.Adam(params, lr=lr)
-    loader = DataLoader(
-        ShapesDetection("train", 6000, seed=seed),
-        batch_size=batch_size,
-        shuffle=True,
-        collate_fn=collate,
-        drop_last=True,
-        generator=torch.Generator().manual_seed(seed + 5),
-    )
+    loader = train_loader(batch_size, seed, seed + 5)
     det.eval()
     branch.train()
     branch.student.eval()
