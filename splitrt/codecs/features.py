@@ -91,8 +91,8 @@ class Int8Codec(TensorCodec):
     base_name = "int8"
 
     def pack_tensor(self, t: Tensor) -> bytes:
-        if t.dim() < 2:
-            t = t.reshape(1, -1)
+        if t.dim() < 2:  # a vector is one channel
+            t = t.reshape(1, 1, -1)
         channels = t.shape[1]
         per_channel = t.transpose(0, 1).reshape(channels, -1)
         low = per_channel.min(dim=1).values
@@ -104,7 +104,7 @@ class Int8Codec(TensorCodec):
         return low.numpy().astype("<f4").tobytes() + scale.numpy().astype("<f4").tobytes() + codes.numpy().tobytes()
 
     def unpack_tensor(self, data: bytes, shape: tuple[int, ...]) -> Tensor:
-        work_shape = shape if len(shape) >= 2 else (1, math.prod(shape))
+        work_shape = shape if len(shape) >= 2 else (1, 1, math.prod(shape))
         channels = work_shape[1]
         low = np.frombuffer(data, dtype="<f4", count=channels)
         scale = np.frombuffer(data, dtype="<f4", count=channels, offset=4 * channels)

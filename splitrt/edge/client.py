@@ -198,6 +198,7 @@ class SplitClient:
             reason = f"frame {prepared.result.frame_id}: {describe_rpc_error(exc)}"
             if _is_transport_failure(exc) and self.on_failure == "local":
                 return self._run_locally(prepared, reason)
+            self.counters["dropped"] += 1
             raise FrameFailed(reason) from exc
         result = self._finish(prepared, response, time.perf_counter())
         if result.error:
@@ -214,23 +215,25 @@ class SplitClient:
         ``on_failure`` says.
         """
         state = _StreamState()
-        for image in frames:
-            while len(state.pending) + len(state.retry) >= self.max_in_flight:
+        try:
+            for image in frames:
+                while len(state.pending) + len(state.retry) >= self.max_in_flight:
+                    self._progress(state, block=True)
+                prepared = self._prepare(image)
+                if isinstance(prepared, FrameResult):
+                    state.order.append(prepared.frame_id)
+                    state.done[prepared.frame_id] = prepared
+                else:
+                    state.order.append(prepared.result.frame_id)
+                    state.retry.append(prepared)
+                self._progress(state, block=False)
+                yield from state.flush()
+            while state.pending or state.retry:
                 self._progress(state, block=True)
-            prepared = self._prepare(image)
-            state.order.append(prepared.frame_id if isinstance(prepared, FrameResult) else prepared.result.frame_id)
-            if isinstance(prepared, FrameResult):
-                state.done[prepared.frame_id] = prepared
-            else:
-                state.retry.append(prepared)
-            self._progress(state, block=False)
             yield from state.flush()
-        while state.pending or state.retry:
-            self._progress(state, block=True)
-        if state.session is not None:
-            state.session.close()
-            state.session.cancel()
-        yield from state.flush()
+        finally:  # also when the caller stops early: no call or thread is left behind
+            if state.session is not None:
+                state.session.end()
 
     def _progress(self, state: _StreamState, block: bool) -> None:
         """Send what waits to be sent, then handle answers (waiting for one if ``block``)."""
@@ -239,6 +242,9 @@ class SplitClient:
                 if not block:
                     return
                 time.sleep(max(0.0, state.reconnect_at - time.monotonic()))
+            if state.session is not None and not state.pending and state.session.finished.is_set():
+                state.session.end()  # it ended while idle: do not send frames into a dead call
+                state.session = None
             if state.session is None:
                 state.session = _StreamSession(self._stub, self._metadata)
                 if state.failed_before:
@@ -286,7 +292,7 @@ class SplitClient:
 
     def _stream_failed(self, state: _StreamState, reason: str) -> None:
         log.warning("%s", reason)
-        state.session.cancel()
+        state.session.end()
         state.session = None
         state.failed_before = True
         state.reconnect_at = time.monotonic() + self._backoff.next_delay()
@@ -425,6 +431,7 @@ class _StreamSession:
     def __init__(self, stub: pb_grpc.GRPCInferenceServiceStub, metadata: tuple = ()) -> None:
         self._requests: queue.Queue = queue.Queue()
         self.events: queue.Queue = queue.Queue()
+        self.finished = threading.Event()
         self._call = stub.ModelStreamInfer(iter(self._requests.get, self._END), metadata=metadata)
         self._thread = threading.Thread(target=self._receive, name="splitrt-stream-rx", daemon=True)
         self._thread.start()
@@ -436,6 +443,8 @@ class _StreamSession:
             self.events.put(("closed", time.perf_counter(), None))
         except grpc.RpcError as exc:
             self.events.put(("failed", time.perf_counter(), exc))
+        finally:
+            self.finished.set()
 
     def send(self, request: pb.ModelInferRequest) -> None:
         self._requests.put(request)
@@ -445,6 +454,11 @@ class _StreamSession:
 
     def cancel(self) -> None:
         self._call.cancel()
+
+    def end(self) -> None:
+        """Close the request side (releasing gRPC's sender thread) and cancel the call."""
+        self.close()
+        self.cancel()
 
 
 def _is_transport_failure(exc: grpc.RpcError) -> bool:

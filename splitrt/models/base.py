@@ -119,6 +119,7 @@ class SplitModel(ABC, nn.Module):
         if split == INPUT_SPLIT:
             return
         batch_h, batch_w = meta.batch_size_hw
+        largest = (0, 0)
         for spec in self.feature_specs(split):
             t = features[spec.name]
             if spec.stride is None or t.dim() != 4:
@@ -129,6 +130,13 @@ class SplitModel(ABC, nn.Module):
                     f"tensor {spec.name!r} is {t.shape[-2]}x{t.shape[-1]} but a {batch_h}x{batch_w} frame gives "
                     f"about {expected[0]}x{expected[1]} at split {split!r}"
                 )
+            largest = (max(largest[0], t.shape[-2]), max(largest[1], t.shape[-1]))
+        # The coarsest levels (too small to measure a stride on) can be no larger than the finest checked one.
+        for spec in self.feature_specs(split):
+            t = features[spec.name]
+            if spec.stride is None and t.dim() == 4 and largest != (0, 0):
+                if t.shape[-2] > largest[0] or t.shape[-1] > largest[1]:
+                    raise SplitError(f"tensor {spec.name!r} is larger than the finer feature maps it goes with")
 
     def fingerprint(self) -> str:
         """A short hash of the weights; head and tail must agree on it."""

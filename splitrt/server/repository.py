@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -59,6 +60,10 @@ class ServedModel:
                 f"model fingerprint mismatch: the edge's head has weights {frame.fingerprint}, "
                 f"this server's {self.name!r} has {self.fingerprint}; load the same weights on both sides"
             )
+        stride = self.model.feature_specs(frame.split)[0].stride
+        if frame.meta is not None and stride and hasattr(codec, "limit_latent"):
+            batch_h, batch_w = frame.meta.batch_size_hw
+            codec.limit_latent(math.ceil(batch_h / stride) + 1, math.ceil(batch_w / stride) + 1)
         features = codec.decode(frame.payload)
         self.model.check_features(features, frame.split)
         self._check_width(frame, features)

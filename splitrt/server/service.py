@@ -79,7 +79,10 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request, context):
         try:
             return await self._infer(request, self._client(context))
-        except RequestError as exc:
+        except Exception as exc:
+            if not isinstance(exc, RequestError):
+                log.exception("frame %s for %r failed unexpectedly", request.id, request.model_name)
+                exc = RequestError(grpc.StatusCode.INTERNAL, f"frame {request.id!r}: {type(exc).__name__}: {exc}")
             self._refused(request, exc)
             await context.abort(exc.code, exc.message)
 
@@ -88,11 +91,15 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         slots = asyncio.Semaphore(self.stream_concurrency)
         done = object()
         client = self._client(context)
+        tasks: set[asyncio.Task] = set()
 
         async def answer(request):
             try:
                 item = pb.ModelStreamInferResponse(infer_response=await self._infer(request, client))
-            except RequestError as exc:
+            except Exception as exc:  # every frame gets an answer, whatever went wrong
+                if not isinstance(exc, RequestError):
+                    log.exception("frame %s for %r failed unexpectedly", request.id, request.model_name)
+                    exc = RequestError(grpc.StatusCode.INTERNAL, f"frame {request.id!r}: {type(exc).__name__}: {exc}")
                 self._refused(request, exc)
                 # The id travels back with the error so the edge can report that very frame.
                 item = pb.ModelStreamInferResponse(
@@ -104,7 +111,6 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             await responses.put(item)
 
         async def read_all():
-            tasks = set()
             try:
                 async for request in request_iterator:
                     await slots.acquire()
@@ -123,11 +129,14 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             await reader  # surfaces a failure of the reader, if any
         finally:
             reader.cancel()
+            for task in tasks:  # the client is gone: do not start tails nobody will read
+                task.cancel()
 
     @staticmethod
     def _client(context) -> str:
-        """Who is calling, for rate limits: their token's short hash, else their address."""
-        return token_identity(context.invocation_metadata()) or context.peer()
+        """Who is calling, for rate limits: their token's short hash, else their address (without the port,
+        so that reconnecting does not refill the bucket)."""
+        return token_identity(context.invocation_metadata()) or context.peer().rpartition(":")[0]
 
     def _refused(self, request, exc: RequestError) -> None:
         self.metrics.errors.labels(exc.code.name).inc()
@@ -154,11 +163,12 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         loop = asyncio.get_running_loop()
         try:
             frame = parse_request(request)
-            self.metrics.requests.labels(served.name, frame.split, frame.codec).inc()
-            self.metrics.bytes_in.labels(served.name, frame.split).inc(len(frame.payload))
             features, meta = await loop.run_in_executor(self.decode_pool, served.decode, frame)
         except _BAD_INPUT as exc:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"frame {request.id!r}: {exc}") from exc
+        # Labelled only once decoded: split and codec are then known values, not whatever a client sent.
+        self.metrics.requests.labels(served.name, frame.split, frame.codec).inc()
+        self.metrics.bytes_in.labels(served.name, frame.split).inc(len(frame.payload))
         decoded = time.perf_counter_ns()
         try:
             outputs, start, end = await loop.run_in_executor(

@@ -158,17 +158,15 @@ def train_bottlenecks(
     keeping branches an earlier run already trained there.
     """
     model = build_model("shapes_fcos", weights="random")
-    checkpoint.load_detector(model, teacher)
-    for p in model.detector.parameters():
-        p.requires_grad_(False)
     out.mkdir(parents=True, exist_ok=True)
     existing = out / "shapes_fcos.safetensors"
     if existing.is_file():  # keep branches trained earlier; train only those asked for now
         from ..models.zoo import load_weights
 
         load_weights(model, existing)
-    else:
-        reset_students(model)
+    checkpoint.load_detector(model, teacher)  # the teacher asked for wins over one saved earlier
+    for p in model.detector.parameters():
+        p.requires_grad_(False)
     log = checkpoint.JsonLog(out / "distill-log.jsonl")
     for split in splits or [s for s in model.branch_splits if not model.branch(s).slimmable]:
         branch = model.branch(split)
