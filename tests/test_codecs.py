@@ -119,3 +119,12 @@ def test_image_codecs_refuse_feature_tensors_and_local_sends_nothing():
         get_codec("jpeg").encode(features())
     with pytest.raises(CodecError, match="sends nothing"):
         get_codec("local").encode(features())
+
+
+@pytest.mark.parametrize("name", FEATURE_CODECS)
+def test_vectors_and_scalars_round_trip(name):
+    codec = get_codec(name)
+    src = OrderedDict(v=torch.linspace(-3, 5, 37), s=torch.tensor(2.5))
+    decoded = codec.decode(codec.encode(src))
+    assert decoded["v"].shape == (37,) and decoded["s"].shape == ()
+    assert float((decoded["v"] - src["v"]).abs().max()) <= 8 / 255 / 2 + 1e-3

@@ -172,7 +172,7 @@ def train_bottlenecks(
         branch = model.branch(split)
         stop = model._cuts[branch.config.cut]
         branch.student.load_state_dict(nn.Sequential(*[s.module for s in model.teacher_stages()[:stop]]).state_dict())
-        final = distill_branch(model, split, steps, batch_size, lr, log=log)
+        final = distill_branch(model, split, steps, batch_size, lr, log=log) if steps else {}
         if finetune_steps:
             final.update(detection_finetune(model, split, finetune_steps, log=log))
         log.write(split=split, done=True, **final)
