@@ -12,7 +12,7 @@ from PIL import Image
 
 from splitrt.codecs import CodecError, get_codec, list_codecs
 
-FEATURE_CODECS = list_codecs("features")
+FEATURE_CODECS = list_codecs("features", model_bound=False)
 
 
 def features() -> OrderedDict:
@@ -33,6 +33,7 @@ def test_registry_lists_the_promised_codecs():
     assert set(FEATURE_CODECS) == {"fp32", "fp32-zstd", "fp16", "fp16-zstd", "int8", "int8-zstd"}
     assert {"jpeg", "png", "webp", "raw"} <= set(list_codecs("image"))
     assert list_codecs("local") == ["local"]
+    assert {"entropy", "bottleneck-int8-zstd"} <= set(list_codecs("features"))
     with pytest.raises(CodecError, match="unknown codec"):
         get_codec("bzip9")
     with pytest.raises(CodecError, match="quality"):

@@ -84,6 +84,8 @@ def codec_kind(name: str) -> CodecKind:
     return get_codec(name).kind
 
 
-def list_codecs(kind: CodecKind | None = None) -> list[str]:
+def list_codecs(kind: CodecKind | None = None, model_bound: bool = True) -> list[str]:
+    """Registered codec names; ``model_bound=False`` leaves out those that need a model (``entropy``)."""
     plain = [n for n, f in _REGISTRY.items() if kind is None or f().kind == kind]
-    return plain + ([] if kind not in (None, "features") else list(_MODEL_BOUND))
+    bound = list(_MODEL_BOUND) if model_bound and kind in (None, "features") else []
+    return plain + bound

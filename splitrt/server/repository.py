@@ -64,9 +64,11 @@ class ServedModel:
         if frame.meta is not None and stride and hasattr(codec, "limit_latent"):
             batch_h, batch_w = frame.meta.batch_size_hw
             codec.limit_latent(math.ceil(batch_h / stride) + 1, math.ceil(batch_w / stride) + 1)
+        slim = self._slim_branch(frame)
         features = codec.decode(frame.payload)
         self.model.check_features(features, frame.split)
-        self._check_width(frame, features)
+        if slim is not None:
+            self._check_width(frame, slim, features)
         meta = frame.meta
         if meta is None:
             image = features["image"]
@@ -75,19 +77,23 @@ class ServedModel:
         self.model.check_meta(features, meta, frame.split)
         return features, meta
 
-    def _check_width(self, frame: FrameRequest, features: OrderedDict[str, Tensor]) -> None:
-        """A slimmable split's width travels in the request; it must be one the model has and match the latent."""
+    def _slim_branch(self, frame: FrameRequest):
+        """The slimmable branch a frame goes to, after checking its width parameter (before decoding)."""
         branch_of = getattr(self.model, "branch", None)
         slim = branch_of is not None and frame.split in self.model.branch_splits and branch_of(frame.split).slimmable
         if not slim:
             if frame.width is not None:
                 raise SplitError(f"split {frame.split!r} has no widths; drop the width parameter")
-            return
+            return None
         branch = branch_of(frame.split)
         if frame.width is None:
             raise SplitError(f"split {frame.split!r} is slimmable: the request must carry its width")
         if frame.width not in branch.widths:
             raise SplitError(f"width {frame.width} is not one of {frame.split!r}'s widths {list(branch.widths)}")
+        return branch
+
+    @staticmethod
+    def _check_width(frame: FrameRequest, branch, features: OrderedDict[str, Tensor]) -> None:
         channels = next(iter(features.values())).shape[1]
         if channels != branch.channels(frame.width):
             raise SplitError(
