@@ -6,8 +6,9 @@ Both are measured side by side in one run on this machine:
 - reload: what a user without slimmability does to change rate: build the
   separately trained bottleneck of that size, load its weights from disk
   (safetensors), and run its first frame.
-Also: head time per width (the encoder computes only the channels it sends)
-and the peak memory of an edge process holding all widths vs one fixed model.
+Also: head time per width (the encoder computes only the channels it sends),
+and the memory of an edge process holding every width as one slimmable
+bottleneck vs as one fixed bottleneck per width.
 """
 
 from __future__ import annotations
@@ -119,25 +120,43 @@ def head_scaling(model, images: list[torch.Tensor], repeats: int) -> list[dict[s
 
 
 _MEMORY_PROBE = r"""
-import resource, sys, torch
+import gc, sys, psutil, torch
+from dataclasses import replace
 from splitrt.models import build_model
+from splitrt.models.bottleneck import BottleneckBranch
 from splitrt.data.datasets import ShapesDetection
-from splitrt.codecs import get_codec
 model = build_model("shapes_fcos")
-split = sys.argv[1]
+slim = model.branch("features.6/slim")
+student, channels, config = slim.student, slim.decoder[-1].out_channels, slim.config
 image = ShapesDetection("test", 1)[0][0]
-branch = model.branch(split)
 with torch.inference_mode():
-    for width in branch.widths:
-        branch.set_width(width)
-        get_codec("entropy", model, split).encode(model.head(image, split)[0])
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    x = model.detector.transform([image])[0].tensors
+del model
+gc.collect()
+rss_before = psutil.Process().memory_info().rss
+torch.manual_seed(0)
+if sys.argv[1] == "slimmable":
+    branches = [(slim, w) for w in slim.widths]
+else:  # the alternative: one fixed bottleneck per width, all kept loaded
+    configs = [replace(config, latent_channels=slim.channels(w), widths=None) for w in slim.widths]
+    branches = [(BottleneckBranch(student, channels, c), None) for c in configs]
+    for b, _ in branches:
+        b.update(force=True)
+with torch.inference_mode():
+    for branch, width in branches:
+        branch.eval()
+        branch.compress(branch.encode(x, width))
+unique = {id(t): t for b, _ in branches for t in list(b.parameters()) + list(b.buffers())}
+weights = sum(t.numel() * t.element_size() for t in unique.values())
+print((psutil.Process().memory_info().rss - rss_before) / 2**20, weights / 2**20)
 """
 
 
-def peak_memory_mb(split: str) -> float:
-    out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, split], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+def peak_memory_mb(kind: str) -> tuple[float, float]:
+    """RSS growth of a process once it holds the bottleneck(s) for every width, and their weights (MB)."""
+    out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, kind], capture_output=True, text=True, check=True)
+    rss, weights = out.stdout.strip().splitlines()[-1].split()
+    return float(rss), float(weights)
 
 
 def run(repeats: int = 30) -> dict[str, Any]:
@@ -156,8 +175,18 @@ def run(repeats: int = 30) -> dict[str, Any]:
         **reload,
         "reload_over_switch": reload["reload_and_first_frame_ms"] / max(switch["switch_overhead_ms"], 1e-6),
         "head_scaling": head_scaling(model, images, repeats // 2),
-        "peak_rss_mb_all_widths": peak_memory_mb(SLIM),
-        "peak_rss_mb_one_fixed": peak_memory_mb(FIXED),
+        **_memory(),
+    }
+
+
+def _memory() -> dict[str, float]:
+    slim_rss, slim_weights = peak_memory_mb("slimmable")
+    fixed_rss, fixed_weights = peak_memory_mb("fixed")
+    return {
+        "rss_mb_slimmable_all_widths": slim_rss,
+        "weights_mb_slimmable_all_widths": slim_weights,
+        "rss_mb_fixed_one_per_width": fixed_rss,
+        "weights_mb_fixed_one_per_width": fixed_weights,
     }
 
 
@@ -170,8 +199,10 @@ def format_table(r: dict[str, Any]) -> str:
         f"  => switch overhead:                    {r['switch_overhead_ms']:9.3f} ms",
         f"  reload fixed bottleneck + first frame: {r['reload_and_first_frame_ms']:9.2f} ms",
         f"  => reload / switch:                    {r['reload_over_switch']:9.0f}x",
-        f"  peak RSS, edge with all widths:        {r['peak_rss_mb_all_widths']:9.0f} MB",
-        f"  peak RSS, edge with one fixed model:   {r['peak_rss_mb_one_fixed']:9.0f} MB",
+        f"  all 4 widths, one slimmable bottleneck: RSS +{r['rss_mb_slimmable_all_widths']:.1f} MB, "
+        f"weights {r['weights_mb_slimmable_all_widths']:.2f} MB",
+        f"  4 fixed bottlenecks, one per width:     RSS +{r['rss_mb_fixed_one_per_width']:.1f} MB, "
+        f"weights {r['weights_mb_fixed_one_per_width']:.2f} MB",
         f"  {'width':>6} {'channels':>8} {'head+encode ms':>15} {'bytes/frame':>12}",
     ]
     for row in r["head_scaling"]:
