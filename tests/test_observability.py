@@ -70,3 +70,43 @@ def test_rate_limit_refuses_bursts_with_resource_exhausted(metered_server):
     assert len(results) == 30 and refused
     assert all("RESOURCE_EXHAUSTED" in r.error and "rate limit" in r.error for r in refused)
     assert sum(r.ok for r in results) >= 5
+
+
+def test_weights_pinned_by_sha256_and_json_logs(tmp_path):
+    import hashlib
+    import json
+    import subprocess
+    import sys
+
+    from splitrt.models import save_weights
+    from splitrt.models.spec import load_config
+
+    weights = tmp_path / "cls.safetensors"
+    save_weights(SPEC.build(), weights)
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    config = tmp_path / "models.toml"
+    base = CONFIG.strip() + f'\nweights = "{weights.name}"\n'
+    config.write_text(base + f'sha256 = "{digest}"\n')
+    assert load_config(config)[0].build().fingerprint()
+    config.write_text(base + f'sha256 = "{"0" * 64}"\n')
+    with pytest.raises(ValueError, match="refusing to load"):
+        load_config(config)[0].build()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "splitrt.server.app",
+            "--config",
+            str(config),
+            "--port",
+            str(free_port()),
+            "--log-format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    lines = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
+    assert any("refusing to load" in entry["message"] and entry["level"] == "ERROR" for entry in lines), proc.stderr

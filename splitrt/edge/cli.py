@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
 from ..codecs import CodecError
+from ..logs import configure_logging
 from ..models.base import SplitError
 from ..models.spec import parse_model_flag, parse_options
 from . import report
@@ -92,12 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     security.add_argument("--auth-token-file", help=f"file holding the bearer token (or set ${TOKEN_ENV})")
     parser.add_argument("--quiet", action="store_true", help="no per-frame table, only the summary")
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-format", default="text", choices=["text", "json"], help="json: one object per line")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, args.log_format)
     out_path = Path(args.out)
     try:
         out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ The edge and the server must build the same model; both read the same spec
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,11 +24,23 @@ class ModelSpec:
     arch: str
     weights: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    #: Expected SHA-256 of the weights file; a different file is refused before it is read.
+    sha256: str | None = None
 
     def build(self) -> SplitModel:
+        if self.sha256 is not None:
+            check_file_digest(self.weights, self.sha256)
         model = build_model(self.arch, weights=self.weights, **self.options)
         model.name = self.name
         return model
+
+
+def check_file_digest(path: str | None, expected: str) -> None:
+    if path is None or path in ("DEFAULT", "random"):
+        raise ValueError("a sha256 pin needs a weights file")
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    if digest != expected.lower():
+        raise ValueError(f"weights file {path} has SHA-256 {digest}, the config pins {expected}: refusing to load it")
 
 
 def parse_model_flag(text: str, weights: str | None = None, options: dict[str, Any] | None = None) -> ModelSpec:
@@ -55,7 +68,7 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
 
 
 def load_config(path: str | Path) -> list[ModelSpec]:
-    """Models from a TOML file: ``[[models]]`` tables with name, arch, weights, options."""
+    """Models from a TOML file: ``[[models]]`` tables with name, arch, weights, options and an optional sha256."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model config {path} does not exist")
@@ -74,5 +87,5 @@ def load_config(path: str | Path) -> list[ModelSpec]:
         weights = entry.get("weights")
         if weights is not None and weights != "DEFAULT":
             weights = str((path.parent / weights).resolve())
-        specs.append(ModelSpec(entry["name"], arch, weights, dict(entry.get("options", {}))))
+        specs.append(ModelSpec(entry["name"], arch, weights, dict(entry.get("options", {})), entry.get("sha256")))
     return specs
