@@ -56,6 +56,10 @@ class FrameResult:
     def num_detections(self) -> int:
         return 0 if self.boxes is None else int(len(self.boxes))
 
+    def confident(self, min_score: float = 0.5) -> int:
+        """Detections at or above ``min_score`` (the JSON lines keep every detection, for mAP)."""
+        return 0 if self.scores is None else int((self.scores >= min_score).sum())
+
     def detections(self) -> list[dict[str, Any]]:
         if self.boxes is None:
             return []

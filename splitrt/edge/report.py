@@ -16,7 +16,7 @@ COLUMNS = [
     ("net ms", 8),
     ("server ms", 9),
     ("total ms", 9),
-    ("dets", 5),
+    ("dets>.5", 7),
 ]
 
 
@@ -36,7 +36,7 @@ def row(result: FrameResult) -> str:
         _fmt(t.get("network")),
         _fmt(t.get("server")),
         _fmt(t.get("total")),
-        result.num_detections if result.ok else "-",
+        result.confident() if result.ok else "-",
     ]
     line = " ".join(f"{str(c)[:w]:>{w}}" for c, (_, w) in zip(cells, COLUMNS))
     return line + (f"  ! {result.error}" if result.error else "")
@@ -50,7 +50,7 @@ def summary(results: list[FrameResult]) -> str:
         lines.append(
             f"bytes/frame: mean {statistics.fmean(r.wire_bytes for r in ok):.0f}  "
             f"total ms: p50 {_pct(totals, 50):.1f}  p95 {_pct(totals, 95):.1f}  "
-            f"detections/frame: {statistics.fmean(r.num_detections for r in ok):.2f}"
+            f"detections/frame (score >= 0.5): {statistics.fmean(r.confident() for r in ok):.2f}"
         )
     return "\n".join(lines)
 
