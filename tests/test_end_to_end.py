@@ -284,3 +284,15 @@ def test_example_pipeline_draws_boxes(server, tmp_path):
     written = sorted(out_dir.glob("*.png"))
     assert len(written) == 2
     assert np.asarray(Image.open(written[0])).shape == (120, 160, 3)
+
+
+def test_oversized_message_is_refused_and_the_server_keeps_serving(server, stub):
+    channel = grpc.insecure_channel(server.address, options=[("grpc.max_send_message_length", -1)])
+    big = pb.ModelInferRequest(model_name="det", id="huge")
+    big.inputs.add(name="P", datatype="UINT8", shape=[65 * 2**20])
+    big.raw_input_contents.append(bytes(65 * 2**20))
+    with pytest.raises(grpc.RpcError) as info:
+        pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(big, timeout=60)
+    channel.close()
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert stub.ServerLive(pb.ServerLiveRequest(), timeout=10).live

@@ -9,7 +9,7 @@ from .frames import FrameResult
 COLUMNS = [
     ("frame", 6),
     ("mode", 8),
-    ("split", 12),
+    ("split", 15),
     ("codec", 10),
     ("bytes", 9),
     ("head ms", 8),
