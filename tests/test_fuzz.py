@@ -14,19 +14,15 @@ from splitrt.wire import kserve_v2_pb2_grpc as pb_grpc
 from splitrt.wire import protocol
 
 ALLOWED = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.RESOURCE_EXHAUSTED}
-PARAM_KEYS = [
-    protocol.CODEC,
-    protocol.SPLIT,
-    protocol.FINGERPRINT,
+FRAME_SIZE_KEYS = (
     protocol.ORIGINAL_H,
     protocol.ORIGINAL_W,
     protocol.RESIZED_H,
     protocol.RESIZED_W,
     protocol.BATCH_H,
     protocol.BATCH_W,
-    "sequence_id",
-    "splitrt.other",
-]
+)
+PARAM_KEYS = [protocol.CODEC, protocol.SPLIT, protocol.FINGERPRINT, *FRAME_SIZE_KEYS, "sequence_id", "splitrt.other"]
 CODECS = ["fp32", "fp16-zstd", "int8", "int8-zstd", "jpeg", "png", "raw", "local", "entropy", "nonsense"]
 SPLITS = ["input", "features.3", "fpn", "layer1", "layer2", "pool", "nope", ""]
 
@@ -78,14 +74,7 @@ def requests(draw) -> pb.ModelInferRequest:
         request.parameters[protocol.CODEC].string_param = draw(st.sampled_from(CODECS))
         request.parameters[protocol.SPLIT].string_param = draw(st.sampled_from(SPLITS))
         for key, value in zip(
-            (
-                protocol.ORIGINAL_H,
-                protocol.ORIGINAL_W,
-                protocol.RESIZED_H,
-                protocol.RESIZED_W,
-                protocol.BATCH_H,
-                protocol.BATCH_W,
-            ),
+            FRAME_SIZE_KEYS,
             (120, 160, draw(st.integers(1, 400)), draw(st.integers(1, 400)), draw(st.integers(1, 500)), 224),
         ):
             request.parameters[key].int64_param = value

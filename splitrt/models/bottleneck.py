@@ -195,11 +195,10 @@ class BottleneckDetector(DetectionSplitModel):
         self.branch_splits = list(branches)
         self.branches = nn.ModuleDict()
         for split, config in branches.items():
-            stop = self._cuts[config.cut]
             specs = self._specs[config.cut]
             if len(specs) != 1:
                 raise ValueError(f"a bottleneck needs a cut where one tensor crosses; {config.cut} sends {len(specs)}")
-            student = copy.deepcopy(nn.Sequential(*[s.module for s in self._stages[:stop]]))
+            student = copy.deepcopy(self.teacher_prefix(config.cut))
             self.branches[branch_key(split)] = BottleneckBranch(student, specs[0].channels, config)
         for split, config in branches.items():
             cut_stride = self._specs[config.cut][0].stride
@@ -216,6 +215,10 @@ class BottleneckDetector(DetectionSplitModel):
 
     def teacher_stages(self) -> list[Stage]:
         return self._stages
+
+    def teacher_prefix(self, cut: str) -> nn.Sequential:
+        """The teacher's own layers up to ``cut`` (shared modules, not copies)."""
+        return nn.Sequential(*[s.module for s in self._stages[: self._cuts[cut]]])
 
     def check_features(self, features: OrderedDict[str, Tensor], split: str) -> None:
         if split in self.branch_splits and self.branch(split).slimmable:
@@ -254,11 +257,7 @@ class BottleneckDetector(DetectionSplitModel):
 
     def prefilter_features(self, images: Tensor) -> Tensor:
         """The teacher's tensor at the prefilter's cut, for a normalised batch."""
-        stop = self._cuts[self.prefilter_cut]
-        x = images
-        for stage in self._stages[:stop]:
-            x = stage.module(x)
-        return x
+        return self.teacher_prefix(self.prefilter_cut)(images)
 
     def prefilter_score(self, image: Tensor) -> float:
         """Probability that ``image`` (CHW in [0, 1]) holds an object of interest."""

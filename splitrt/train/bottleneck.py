@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -56,11 +55,9 @@ def lambda_for(split: str) -> float | None:
 
 def reset_students(model: BottleneckDetector) -> None:
     """Start every student from the (trained) teacher's own layers."""
-    stages = model.teacher_stages()
     for split in model.branch_splits:
         branch = model.branch(split)
-        stop = model._cuts[branch.config.cut]
-        branch.student.load_state_dict(nn.Sequential(*[s.module for s in stages[:stop]]).state_dict())
+        branch.student.load_state_dict(model.teacher_prefix(branch.config.cut).state_dict())
 
 
 def distill_branch(
@@ -83,8 +80,7 @@ def distill_branch(
     branch = model.branch(split)
     for p in branch.student.parameters():
         p.requires_grad_(train_student)
-    stop = model._cuts[branch.config.cut]
-    teacher_prefix = nn.Sequential(*[s.module for s in model.teacher_stages()[:stop]]).eval()
+    teacher_prefix = model.teacher_prefix(branch.config.cut).eval()
     lam = lambda_for(split)
     entropy = branch.entropy_bottleneck
     main_params = [p for n, p in branch.named_parameters() if not n.endswith(".quantiles") and p.requires_grad]
@@ -170,8 +166,7 @@ def train_bottlenecks(
     log = checkpoint.JsonLog(out / "distill-log.jsonl")
     for split in splits or [s for s in model.branch_splits if not model.branch(s).slimmable]:
         branch = model.branch(split)
-        stop = model._cuts[branch.config.cut]
-        branch.student.load_state_dict(nn.Sequential(*[s.module for s in model.teacher_stages()[:stop]]).state_dict())
+        branch.student.load_state_dict(model.teacher_prefix(branch.config.cut).state_dict())
         final = distill_branch(model, split, steps, batch_size, lr, log=log) if steps else {}
         if finetune_steps:
             final.update(detection_finetune(model, split, finetune_steps, log=log))
@@ -207,7 +202,7 @@ def detection_finetune(
     stages = model.teacher_stages()
     stop = model._cuts[branch.config.cut]
     name = model.feature_specs(branch.config.cut)[0].name
-    teacher_prefix = nn.Sequential(*[s.module for s in stages[:stop]]).eval()
+    teacher_prefix = model.teacher_prefix(branch.config.cut).eval()
     lam = lambda_for(split)
     params = [p for n, p in branch.named_parameters() if not n.endswith(".quantiles") and not n.startswith("student.")]
     optimizer = torch.optim.Adam(params, lr=lr)
