@@ -65,8 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     slim.add_argument("--batch-size", type=int, default=16, help="images per step (default: %(default)s)")
     slim.add_argument("--finetune-steps", type=int, default=0, help="second stage on the detection loss")
     prefilter = trainers.add_parser("prefilter", help="train the prefilter and calibrate its threshold on val")
-    prefilter.add_argument("--model", default="runs/bottleneck/shapes_fcos.safetensors", help="model weights to extend")
-    prefilter.add_argument("--steps", type=int, default=800, help="steps (default: %(default)s)")
+    prefilter.add_argument(
+        "--model", default="runs/bottleneck/shapes_fcos.safetensors", help="model weights to extend (rewritten)"
+    )
+    prefilter.add_argument("--steps", type=int, default=3000, help="steps (default: %(default)s)")
+    prefilter.add_argument("--train-count", type=int, default=12000, help="training images (default: %(default)s)")
     prefilter.add_argument("--recall", type=float, default=0.99, help="recall of frames with objects to keep")
 
     commands.add_parser("models", help="list models and their split points")
@@ -94,6 +97,54 @@ def build_parser() -> argparse.ArgumentParser:
     rate.add_argument("--weights", help="shapes_fcos weights (default: the shipped ones)")
     rate.add_argument("--images", type=int, default=300, help="test images (default: %(default)s)")
     rate.add_argument("--out", default="runs/bench-rate.json", help="JSON output; the plot goes next to it as .png")
+    profile = commands.add_parser(
+        "profile", help="measure every configuration (head time, bytes, tail time, mAP) into a profile JSON"
+    )
+    profile.add_argument("--model", default=DEMO_MODEL, help="model (default: %(default)s)")
+    profile.add_argument("--images", type=int, default=100, help="validation images (default: %(default)s)")
+    profile.add_argument("--out", default="runs/profile.json", help="profile JSON (default: %(default)s)")
+
+    simulate = commands.add_parser(
+        "simulate", help="replay a bandwidth trace in virtual time: adaptive vs static vs oracle, table + plots"
+    )
+    simulate.add_argument("--trace", action="append", required=True, help="Mahimahi or time_s,mbps CSV (repeatable)")
+    simulate.add_argument("--profile", default="runs/profile.json", help="profile JSON (default: %(default)s)")
+    simulate.add_argument("--deadline-ms", type=float, default=250.0, help="per-frame deadline (default: %(default)s)")
+    simulate.add_argument("--fps", type=float, default=5.0, help="frame rate (default: %(default)s)")
+    simulate.add_argument("--seconds", type=float, help="simulate this long (default: the whole trace)")
+    simulate.add_argument("--rtt-ms", type=float, default=40.0, help="base round-trip time (default: %(default)s)")
+    simulate.add_argument(
+        "--edge-slowdown",
+        type=float,
+        default=8.0,
+        help="how many times slower the edge device is than the machine that measured the profile "
+        "(default: %(default)s, roughly a Raspberry Pi 4 against one x86 server core)",
+    )
+    simulate.add_argument("--contention", help="device slowdown windows START:END:FACTOR[,...] in seconds")
+    simulate.add_argument("--seed", type=int, default=0, help="seed of the per-frame byte draws (default: 0)")
+    simulate.add_argument("--out", default="runs/simulate", help="folder for JSON and PNGs (default: %(default)s)")
+    simulate.add_argument(
+        "--live-seconds",
+        type=float,
+        default=0.0,
+        help="also run server + proxy + adaptive edge for this long on the first trace and compare hit rates",
+    )
+
+    channel = commands.add_parser(
+        "channel", help="shaping TCP proxy: deliver the edge's bytes to the server at a trace's rate"
+    )
+    channel.add_argument("--trace", help="Mahimahi or CSV trace (or use --mbps)")
+    channel.add_argument("--mbps", type=float, help="constant rate instead of a trace")
+    channel.add_argument(
+        "--listen", default="127.0.0.1:9000", help="address the edge connects to (default: %(default)s)"
+    )
+    channel.add_argument("--upstream", required=True, help="the splitrt-server address, HOST:PORT")
+    channel.add_argument("--delay-ms", type=float, default=20.0, help="one-way delay each way (default: %(default)s)")
+    channel.add_argument("--outage", action="append", default=[], help="START:DURATION seconds of no capacity")
+    channel.add_argument(
+        "--outage-mode", choices=["stall", "drop"], default="stall", help="stall bytes or also reset connections"
+    )
+    channel.add_argument("--trace-offset", type=float, default=0.0, help="start this many seconds into the trace")
     return parser
 
 
@@ -166,6 +217,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo":
         return demo(args)
+    if args.command == "profile":
+        from .adapt.cli import profile_main
+
+        return profile_main(args)
+    if args.command == "simulate":
+        from .adapt.experiment import main as simulate_main
+
+        return simulate_main(args)
+    if args.command == "channel":
+        from .channel.cli import main as channel_main
+
+        return channel_main(args)
     if args.command == "bench" and args.bench == "wire":
         from .bench import wire
         from .models.spec import parse_model_flag
@@ -207,12 +270,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "train" and args.trainer == "prefilter":
         from .models import build_model, save_weights
+        from .models.zoo import load_weights
         from .train.prefilter import train_prefilter
 
         weights = Path(args.model)
-        model = build_model("shapes_fcos", weights=weights)
+        model = build_model("shapes_fcos", weights="random")
+        load_weights(model, weights, except_prefix="prefilter.")  # the prefilter is trained afresh
+        model.trained = True
         metrics = train_prefilter(
-            model, steps=args.steps, recall=args.recall, log_path=weights.parent / "prefilter-log.jsonl"
+            model,
+            steps=args.steps,
+            train_count=args.train_count,
+            recall=args.recall,
+            log_path=weights.parent / "prefilter-log.jsonl",
         )
         save_weights(model, weights)
         print(

@@ -1,7 +1,9 @@
 """The on-device prefilter: does this frame hold anything of interest at all?
 
-A small classifier on the teacher's early features (the first stages the
-edge runs anyway), trained on the shapes set's empty / non-empty labels.
+A small classifier on the teacher's features at the prefilter's cut (the
+stages the edge runs anyway for a split there, so the prefilter adds only
+its own three convolutions), trained on the shapes set's empty / non-empty
+labels.
 Frames scoring under the threshold are not sent; the threshold is
 calibrated on the validation split so that at least 99% of the frames with
 objects still go through.
@@ -14,15 +16,14 @@ from torch import Tensor, nn
 
 
 class Prefilter(nn.Module):
-    def __init__(self, in_channels: int, hidden: int = 32) -> None:
+    def __init__(self, in_channels: int, hidden: int = 64, first_stride: int = 1) -> None:
         super().__init__()
+
+        def block(cin: int, cout: int, stride: int) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, hidden, 3, stride=2, padding=1),
-            nn.BatchNorm2d(hidden),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, hidden, 3, stride=2, padding=1),
-            nn.BatchNorm2d(hidden),
-            nn.ReLU(inplace=True),
+            *block(in_channels, hidden, first_stride), *block(hidden, hidden, 1), *block(hidden, hidden, 2)
         )
         self.classifier = nn.Linear(2 * hidden, 1)
         # Saved with the weights; set by calibration, overridable per client.

@@ -85,6 +85,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--prefilter-threshold", type=float, help="prefilter score threshold (default: the calibrated one)"
     )
+    adaptive = parser.add_argument_group("adaptive control (per-frame split point, width, or local)")
+    adaptive.add_argument(
+        "--controller",
+        choices=["none", "static", "adaptive"],
+        default="none",
+        help="none: stream with --split/--codec; static: one profiled configuration with a deadline; "
+        "adaptive: choose per frame from the profile and the measured link (default: %(default)s)",
+    )
+    adaptive.add_argument("--profile", default="runs/profile.json", help="profile from `splitrt profile`")
+    adaptive.add_argument("--deadline-ms", type=float, default=250.0, help="per-frame deadline (default: %(default)s)")
+    adaptive.add_argument(
+        "--objective", choices=["accuracy", "latency"], default="accuracy", help="what to optimise (default: accuracy)"
+    )
+    adaptive.add_argument("--accuracy-floor", type=float, help="minimum profiled mAP for the latency objective")
+    adaptive.add_argument("--static-config", help="configuration name for --controller static (see the profile)")
+    adaptive.add_argument(
+        "--emulate-slowdown",
+        type=float,
+        default=1.0,
+        help="experiments: stretch on-device compute N times to emulate a weaker device (default: 1)",
+    )
+    adaptive.add_argument(
+        "--remeasure-s", type=float, default=0.0, help="re-measure head times on this device for N seconds at start"
+    )
     security = parser.add_argument_group("security")
     security.add_argument("--tls-ca", help="PEM CA bundle to verify the server (enables TLS)")
     security.add_argument("--tls-cert", help="PEM client certificate (mutual TLS)")
@@ -109,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = parse_model_flag(args.model, args.weights, parse_options(args.model_option))
         frames = open_source(args.source, args.max_frames)
-        if args.fps:
+        if args.fps and args.controller == "none":
             frames = paced(frames, args.fps)
         connection = ConnectionOptions(args.tls_ca, args.tls_cert, args.tls_key, token_file=args.auth_token_file)
         client = SplitClient(
@@ -125,11 +149,21 @@ def main(argv: list[str] | None = None) -> int:
             width=args.width,
             prefilter=args.prefilter,
             prefilter_threshold=args.prefilter_threshold,
+            device_slowdown=args.emulate_slowdown,
         )
     except (ValueError, SourceError, CodecError, SplitError, FileNotFoundError) as exc:
         print(f"splitrt-edge: {exc}", file=sys.stderr)
         out.close()
         return 2
+    edge = None
+    if args.controller != "none":
+        try:
+            edge = _adaptive_edge(client, args)
+        except (ValueError, KeyError, FileNotFoundError) as exc:
+            print(f"splitrt-edge: {exc}", file=sys.stderr)
+            out.close()
+            client.close()
+            return 2
     with client, out:
         if not client.model.trained:
             print(
@@ -137,24 +171,40 @@ def main(argv: list[str] | None = None) -> int:
                 "timings and bytes are real, detections are not meaningful.",
                 file=sys.stderr,
             )
-        if client.mode != "local":
+        if client.mode != "local" or edge is not None:
             try:
                 client.wait_ready(args.wait_ready)
             except (TimeoutError, PermissionError) as exc:
                 print(f"splitrt-edge: {exc}", file=sys.stderr)
                 return 3
-        return _run(client, frames, out, args)
+        results = edge.run(frames, args.fps) if edge is not None else client.stream(frames)
+        return _run(client, results, out, args)
 
 
-def _run(client: SplitClient, frames, out, args: argparse.Namespace) -> int:
+def _adaptive_edge(client: SplitClient, args: argparse.Namespace):
+    from ..adapt.controller import AdaptiveController, StaticController
+    from .adaptive import AdaptiveEdge, load_profile_for
+
+    profile = load_profile_for(client, args.profile, args.remeasure_s)
+    if args.emulate_slowdown != 1.0:  # the profile describes the emulated device
+        profile = profile.scaled(args.emulate_slowdown)
+    if args.controller == "static":
+        if not args.static_config:
+            raise ValueError(f"--controller static needs --static-config, one of: {', '.join(profile.names)}")
+        controller = StaticController(profile, args.static_config)
+    else:
+        controller = AdaptiveController(profile, args.deadline_ms, args.objective, args.accuracy_floor)
+    return AdaptiveEdge(client, profile, controller, args.deadline_ms)
+
+
+def _run(client: SplitClient, results_iter, out, args: argparse.Namespace) -> int:
     results = []
-    bar = tqdm(
-        total=args.max_frames, unit="frame", desc=f"{client.mode} {client.split} {client.codec.name}", file=sys.stderr
-    )
+    desc = args.controller if args.controller != "none" else f"{client.mode} {client.split} {client.codec.name}"
+    bar = tqdm(total=args.max_frames, unit="frame", desc=desc, file=sys.stderr)
     if not args.quiet:
         tqdm.write(report.header())
     try:
-        for result in client.stream(frames):
+        for result in results_iter:
             results.append(result)
             try:
                 out.write(json.dumps(result.to_json()) + "\n")

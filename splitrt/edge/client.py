@@ -90,31 +90,24 @@ class SplitClient:
         width: float | None = None,
         prefilter: bool = False,
         prefilter_threshold: float | None = None,
+        device_slowdown: float = 1.0,
     ) -> None:
         if on_failure not in ("local", "drop"):
             raise ValueError(f"on_failure must be 'local' or 'drop', not {on_failure!r}")
         self.spec = model if isinstance(model, ModelSpec) else parse_model_flag(model, weights, model_options)
         self.model = self.spec.build()
-        if split is None:
-            split = INPUT_SPLIT if codec_kind(codec) == "image" else default_split(self.model)
-        self.model.check_split(split)
-        self.codec = get_codec(codec, self.model, split)
-        if self.codec.kind == "image" and split != INPUT_SPLIT:
-            raise CodecError(f"image codec {codec!r} sends the input image; use split 'input', not {split!r}")
-        if self.codec.kind == "features" and split == INPUT_SPLIT:
-            raise CodecError(f"feature codec {codec!r} needs a split after 'input'; use an image codec to offload")
-        self.split = split
-        self._slim = None
-        if split in getattr(self.model, "branch_splits", ()) and self.model.branch(split).slimmable:
-            self._slim = self.model.branch(split)
-            self._slim.set_width(width if width is not None else self._slim.widths[-1])
-        elif width is not None:
-            raise SplitError(f"split {split!r} is not slimmable; it has no width to set")
+        self._codecs: dict[tuple[str, str], Any] = {}
+        self.local_input_size: int | None = None
+        self.configure(split, codec, width)
         if prefilter and getattr(self.model, "prefilter", None) is None:
             raise SplitError(f"model {self.spec.name!r} has no prefilter")
         self.prefilter = prefilter
         self.prefilter_threshold = prefilter_threshold
-        self.mode = {"local": "local", "image": "offload", "features": "split"}[self.codec.kind]
+        if device_slowdown < 1.0:
+            raise ValueError("device_slowdown stretches on-device compute; it must be >= 1")
+        #: Experiments only: make every on-device computation take this many times longer, to
+        #: emulate a weaker device than the one running (the simulator's --edge-slowdown).
+        self.device_slowdown = device_slowdown
         self.target = target
         self.max_in_flight = max(1, max_in_flight)
         self.timeout_s = timeout_s
@@ -138,6 +131,35 @@ class SplitClient:
         self._channel = open_channel(target, connection)
         self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
         self._backoff = Backoff()
+
+    def configure(
+        self, split: str | None, codec: str, width: float | None = None, local_input_size: int | None = None
+    ) -> None:
+        """Choose how the next frames run: split point, codec, width, or local (``codec="local"``).
+
+        Every head stays loaded and codecs are cached, so the adaptive controller can change
+        this per frame without a reload.
+        """
+        if split is None:
+            split = INPUT_SPLIT if codec_kind(codec) == "image" else default_split(self.model)
+        self.model.check_split(split)
+        key = (codec, split)
+        if key not in self._codecs:
+            candidate = get_codec(codec, self.model, split)
+            if candidate.kind == "image" and split != INPUT_SPLIT:
+                raise CodecError(f"image codec {codec!r} sends the input image; use split 'input', not {split!r}")
+            if candidate.kind == "features" and split == INPUT_SPLIT:
+                raise CodecError(f"feature codec {codec!r} needs a split after 'input'; use an image codec to offload")
+            self._codecs[key] = candidate
+        slim = None
+        if split in getattr(self.model, "branch_splits", ()) and self.model.branch(split).slimmable:
+            slim = self.model.branch(split)
+            slim.set_width(width if width is not None else slim.widths[-1])
+        elif width is not None:
+            raise SplitError(f"split {split!r} is not slimmable; it has no width to set")
+        self.codec, self.split, self._slim = self._codecs[key], split, slim
+        self.mode = {"local": "local", "image": "offload", "features": "split"}[self.codec.kind]
+        self.local_input_size = local_input_size
 
     @property
     def width(self) -> float | None:
@@ -182,8 +204,12 @@ class SplitClient:
             time.sleep(0.2)
 
     # -- one frame ------------------------------------------------------------------
-    def detect(self, image: Any) -> FrameResult:
+    def detect(self, image: Any, answer_by: float | None = None) -> FrameResult:
         """Process one frame with a unary call.
+
+        ``answer_by`` (a ``time.perf_counter()`` instant) overrides the timeout: an
+        unanswered frame is abandoned then and, with ``on_failure="local"``, run on the
+        device (what the adaptive edge uses to still meet a deadline).
 
         Raises FrameFailed when the server refuses the frame, or cannot be
         reached and ``on_failure`` is ``"drop"``.
@@ -192,8 +218,9 @@ class SplitClient:
         if isinstance(prepared, FrameResult):
             return prepared
         prepared.sent = time.perf_counter()
+        timeout = self.timeout_s if answer_by is None else max(1e-3, answer_by - prepared.sent)
         try:
-            response = self._stub.ModelInfer(prepared.request, timeout=self.timeout_s, metadata=self._metadata)
+            response = self._stub.ModelInfer(prepared.request, timeout=timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
             reason = f"frame {prepared.result.frame_id}: {describe_rpc_error(exc)}"
             if _is_transport_failure(exc) and self.on_failure == "local":
@@ -326,28 +353,32 @@ class SplitClient:
         tensor = to_image_tensor(image)
         result = FrameResult(frame_id, self.mode, self.split, self.codec.name, 0, width=self.width)
         with torch.inference_mode():
+            head_output = None
             if self.prefilter:
-                score = self.model.prefilter_score(tensor)
+                threshold = self.prefilter_threshold
+                threshold = float(self.model.prefilter.threshold) if threshold is None else threshold
+                if self.codec.kind == "local":
+                    score = self.model.prefilter_score(tensor)
+                else:  # one pass over the layers the head and the prefilter share
+                    score, head_output = self.model.head_with_prefilter(tensor, self.split, threshold)
                 result.prefilter_score = score
-                threshold = (
-                    float(self.model.prefilter.threshold)
-                    if self.prefilter_threshold is None
-                    else (self.prefilter_threshold)
-                )
                 if score < threshold:
                     result.mode, result.note = "prefiltered", f"prefilter score {score:.3f} < threshold {threshold:.3f}"
                     result.timings_ms = {"prefilter": _ms(started), "total": _ms(started)}
                     self.counters["prefiltered"] += 1
                     return result_from_outputs(result, _EMPTY_DETECTIONS)
             if self.codec.kind == "local":
-                outputs = self.model.full(tensor)
+                with self.model.at_input_size(self.local_input_size):
+                    outputs = self.model.full(tensor)
+                self._stretch(started)
                 result.timings_ms = {"head": _ms(started), "total": _ms(started)}
                 result.split = "local"
                 self.counters["local"] += 1
                 return result_from_outputs(result, outputs)
-            features, meta = self.model.head(tensor, self.split)
+            features, meta = head_output or self.model.head(tensor, self.split)
         head_done = time.perf_counter()
         payload = self.codec.encode(features)
+        self._stretch(started)
         encoded = time.perf_counter()
         request = build_request(
             self.spec.name,
@@ -366,13 +397,18 @@ class SplitClient:
 
     def _run_locally(self, item: _Pending, reason: str) -> FrameResult:
         began = time.perf_counter()
-        with torch.inference_mode():
+        with torch.inference_mode(), self.model.at_input_size(self.local_input_size):
             outputs = self.model.full(item.image)
+        self._stretch(began)
         result = item.result
         result.mode, result.note = "fallback", f"ran on the device: {reason}"
         result.timings_ms = {"local": _ms(began), "total": _ms(item.started)}
         self.counters["fallback"] += 1
         return result_from_outputs(result, outputs)
+
+    def _stretch(self, began: float) -> None:
+        if self.device_slowdown > 1.0:
+            time.sleep((self.device_slowdown - 1.0) * (time.perf_counter() - began))
 
     def _error(self, item: _Pending, reason: str) -> FrameResult:
         item.result.mode, item.result.error = "error", reason

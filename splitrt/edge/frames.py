@@ -47,6 +47,8 @@ class FrameResult:
     note: str | None = None
     width: float | None = None
     prefilter_score: float | None = None
+    #: extra JSON fields, e.g. the adaptive controller's decision and the estimates behind it
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -85,6 +87,7 @@ class FrameResult:
             record["width"] = self.width
         if self.prefilter_score is not None:
             record["prefilter_score"] = round(self.prefilter_score, 4)
+        record.update(self.extra)
         if self.logits is not None:
             top = np.argsort(-self.logits.reshape(-1))[:5]
             record["top5"] = [int(i) for i in top]

@@ -52,6 +52,17 @@ def summary(results: list[FrameResult]) -> str:
             f"total ms: p50 {_pct(totals, 50):.1f}  p95 {_pct(totals, 95):.1f}  "
             f"detections/frame (score >= 0.5): {statistics.fmean(r.confident() for r in ok):.2f}"
         )
+    decided = [r for r in results if "deadline_met" in r.extra]
+    if decided:
+        configs = [r.extra["decision"]["config"] for r in decided]
+        switches = sum(1 for a, b in zip(configs, configs[1:]) if a != b)
+        modes: dict[str, int] = {}
+        for r in decided:
+            modes[r.mode] = modes.get(r.mode, 0) + 1
+        lines.append(
+            f"deadline met: {100 * statistics.fmean(r.extra['deadline_met'] for r in decided):.1f}%  "
+            f"configuration switches: {switches}  modes: " + ", ".join(f"{k} {v}" for k, v in sorted(modes.items()))
+        )
     return "\n".join(lines)
 
 

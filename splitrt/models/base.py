@@ -6,6 +6,8 @@ import hashlib
 import math
 from abc import ABC, abstractmethod
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -75,6 +77,13 @@ class SplitModel(ABC, nn.Module):
     @abstractmethod
     def full(self, image: Tensor) -> dict[str, Tensor]:
         """The unsplit reference model (the torchvision forward)."""
+
+    @contextmanager
+    def at_input_size(self, size: int | None) -> Iterator[None]:
+        """Run ``full`` at another input size: a cheaper, less accurate local model (None: as built)."""
+        if size is not None:
+            raise SplitError(f"model {self.name!r} cannot change its input size")
+        yield
 
     @abstractmethod
     def feature_specs(self, split: str) -> list[FeatureSpec]:

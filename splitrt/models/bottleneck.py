@@ -116,7 +116,7 @@ class BottleneckBranch(nn.Module):
 
     def code(self, head_features: Tensor, width: float | None = None) -> tuple[Tensor, Tensor | None]:
         """The bottleneck alone, from the student's output (training with a frozen student starts here)."""
-        y = self._latent(head_features, width)
+        y = self.latent(head_features, width)
         if self.entropy_bottleneck is None:
             return self.decode(y), None
         k = y.shape[1]
@@ -125,9 +125,9 @@ class BottleneckBranch(nn.Module):
         return self.decode(y_hat[:, :k]), likelihoods[:, :k]
 
     def encode(self, x: Tensor, width: float | None = None) -> Tensor:
-        return self._latent(self.student(x), width)
+        return self.latent(self.student(x), width)
 
-    def _latent(self, head_features: Tensor, width: float | None) -> Tensor:
+    def latent(self, head_features: Tensor, width: float | None) -> Tensor:
         hidden = self.encoder[:-1](head_features)
         last = self.encoder[-1]
         k = self.channels(width)
@@ -176,6 +176,15 @@ class BottleneckBranch(nn.Module):
             raise SplitError("this bottleneck is not entropy-coded; use a feature codec such as bottleneck-int8-zstd")
 
 
+def _frame_meta(image: Tensor, images) -> FrameMeta:
+    """Original size, resized size and padded batch size of one transformed frame."""
+    return FrameMeta(
+        (int(image.shape[-2]), int(image.shape[-1])),
+        tuple(images.image_sizes[0]),
+        (int(images.tensors.shape[-2]), int(images.tensors.shape[-1])),
+    )
+
+
 def branch_key(split: str) -> str:
     """nn.ModuleDict keys cannot hold dots."""
     return split.replace(".", "_").replace("/", "__")
@@ -191,7 +200,9 @@ class BottleneckDetector(DetectionSplitModel):
         if prefilter_cut is not None:
             from ..prefilter import Prefilter
 
-            self.prefilter = Prefilter(self._specs[prefilter_cut][0].channels)
+            spec = self._specs[prefilter_cut][0]
+            # Pool features finer than stride 8 once more before the classifier's own layers.
+            self.prefilter = Prefilter(spec.channels, first_stride=2 if (spec.stride or 8) < 8 else 1)
         self.branch_splits = list(branches)
         self.branches = nn.ModuleDict()
         for split, config in branches.items():
@@ -240,12 +251,7 @@ class BottleneckDetector(DetectionSplitModel):
         if split not in self.branch_splits:
             return super().head(image, split)
         images, _ = self.detector.transform([image])
-        meta = FrameMeta(
-            (int(image.shape[-2]), int(image.shape[-1])),
-            tuple(images.image_sizes[0]),
-            (int(images.tensors.shape[-2]), int(images.tensors.shape[-1])),
-        )
-        return OrderedDict([(LATENT, self.branch(split).encode(images.tensors))]), meta
+        return OrderedDict([(LATENT, self.branch(split).encode(images.tensors))]), _frame_meta(image, images)
 
     def tail(self, features: OrderedDict[str, Tensor], meta: FrameMeta, split: str) -> dict[str, Tensor]:
         if split not in self.branch_splits:
@@ -258,6 +264,45 @@ class BottleneckDetector(DetectionSplitModel):
     def prefilter_features(self, images: Tensor) -> Tensor:
         """The teacher's tensor at the prefilter's cut, for a normalised batch."""
         return self.teacher_prefix(self.prefilter_cut)(images)
+
+    def shares_prefilter_input(self, split: str) -> bool:
+        """True when ``split``'s head computes the prefilter's input on the way (a frozen student at its cut)."""
+        if self.prefilter is None or split not in self.branch_splits:
+            return False
+        cached = getattr(self, "_shared_prefix", None)
+        if cached is None or cached[0] != self.fingerprint():
+            cached = (self.fingerprint(), {})
+            self._shared_prefix = cached
+        if split not in cached[1]:
+            branch = self.branch(split)
+            same = branch.config.cut == self.prefilter_cut
+            if same:
+                teacher = self.teacher_prefix(self.prefilter_cut).state_dict()
+                student = branch.student.state_dict()
+                same = teacher.keys() == student.keys() and all(torch.equal(teacher[k], student[k]) for k in teacher)
+            cached[1][split] = same
+        return cached[1][split]
+
+    def head_with_prefilter(
+        self, image: Tensor, split: str, threshold: float | None = None
+    ) -> tuple[float, tuple[OrderedDict[str, Tensor], FrameMeta] | None]:
+        """Prefilter score and, if the frame is kept, the head's output; one pass over the shared layers.
+
+        Where the split's head does not pass through the prefilter's input the two run separately.
+        """
+        if self.prefilter is None:
+            raise SplitError(f"model {self.name!r} has no prefilter")
+        threshold = float(self.prefilter.threshold) if threshold is None else threshold
+        if not self.shares_prefilter_input(split):
+            score = self.prefilter_score(image)
+            return score, (self.head(image, split) if score >= threshold else None)
+        images, _ = self.detector.transform([image])
+        branch = self.branch(split)
+        cut_features = branch.student(images.tensors)
+        score = float(torch.sigmoid(self.prefilter(cut_features))[0])
+        if score < threshold:
+            return score, None
+        return score, (OrderedDict([(LATENT, branch.latent(cut_features, None))]), _frame_meta(image, images))
 
     def prefilter_score(self, image: Tensor) -> float:
         """Probability that ``image`` (CHW in [0, 1]) holds an object of interest."""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -117,6 +118,19 @@ class DetectionSplitModel(SplitModel):
         detections = self._predict(self.detector, images, maps)
         detections = self.detector.transform.postprocess(detections, images.image_sizes, [meta.original_size])
         return detections[0]
+
+    @contextmanager
+    def at_input_size(self, size: int | None) -> Iterator[None]:
+        transform = self.detector.transform
+        if size is None:
+            yield
+            return
+        saved = transform.min_size, transform.max_size
+        transform.min_size, transform.max_size = (size,), size
+        try:
+            yield
+        finally:
+            transform.min_size, transform.max_size = saved
 
     def full(self, image: Tensor) -> dict[str, Tensor]:
         return self.detector([image])[0]

@@ -73,14 +73,20 @@ def build_model(name: str, weights: str | Path | None = None, **kwargs: Any) -> 
     return model.eval()
 
 
-def load_weights(model: nn.Module, path: Path) -> None:
-    """Load a safetensors file (never a pickle) into ``model``, strictly, and check its entropy tables."""
+def load_weights(model: nn.Module, path: Path, except_prefix: str | None = None) -> None:
+    """Load a safetensors file (never a pickle) into ``model``, strictly, and check its entropy tables.
+
+    ``except_prefix`` leaves one submodule (e.g. ``"prefilter."``, about to be retrained) as it is.
+    """
     from safetensors.torch import load_file
 
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
     state = load_file(str(path))
     _fit_entropy_tables(model, state)
+    if except_prefix:
+        state = {k: v for k, v in state.items() if not k.startswith(except_prefix)}
+        state.update({k: v for k, v in model.state_dict().items() if k.startswith(except_prefix)})
     model.load_state_dict(state, strict=True)
     _check_entropy_tables(model, path)
     model._fingerprint = None
@@ -282,7 +288,7 @@ def shapes_fcos(tv_weights: Any = None, **kwargs: Any) -> SplitModel:
         predict_fcos,
         neck=det.backbone.fpn,
         branches=SHAPES_BRANCHES,
-        prefilter_cut="features.3",
+        prefilter_cut="features.6",
     )
 
 

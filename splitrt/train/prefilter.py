@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -17,72 +18,77 @@ from . import checkpoint
 
 
 @torch.no_grad()
-def prefilter_scores(model: BottleneckDetector, dataset: ShapesDetection, batch_size: int = 32):
-    """Scores and has-objects labels of every image of ``dataset``."""
-    model.prefilter.eval()
-    scores, labels = [], []
+def cut_features(model: BottleneckDetector, dataset: ShapesDetection, batch_size: int = 64) -> tuple[Tensor, Tensor]:
+    """The teacher's tensors at the prefilter's cut (fp16, to fit thousands in memory) and has-objects labels.
+
+    The teacher is frozen, so they are computed once instead of every epoch.
+    """
+    features, labels = [], []
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
-    for images, targets in loader:
+    for images, targets in tqdm(loader, desc=f"prefilter features ({dataset.split})", unit="batch", leave=False):
         batch, _ = model.detector.transform(images)
-        scores.append(torch.sigmoid(model.prefilter(model.prefilter_features(batch.tensors))))
+        features.append(model.prefilter_features(batch.tensors).half())
         labels.append(torch.tensor([len(t["labels"]) > 0 for t in targets]))
-    return torch.cat(scores), torch.cat(labels)
+    return torch.cat(features), torch.cat(labels)
+
+
+@torch.no_grad()
+def prefilter_scores(model: BottleneckDetector, features: Tensor, batch_size: int = 256) -> Tensor:
+    model.prefilter.eval()
+    return torch.cat(
+        [
+            torch.sigmoid(model.prefilter(features[i : i + batch_size].float()))
+            for i in range(0, len(features), batch_size)
+        ]
+    )
 
 
 def train_prefilter(
     model: BottleneckDetector,
-    steps: int = 800,
-    batch_size: int = 32,
+    steps: int = 1500,
+    batch_size: int = 64,
     lr: float = 2e-3,
-    train_count: int = 6000,
-    val_count: int = 400,
+    train_count: int = 8000,
+    val_count: int = 1200,
     recall: float = 0.99,
     log_path: Path | None = None,
+    seed: int = 0,
 ) -> dict[str, float]:
+    """Binary cross-entropy on cached cut features with horizontal flips; threshold calibrated on val."""
+    torch.manual_seed(seed)
     prefilter = model.prefilter
-    optimizer = torch.optim.AdamW(prefilter.parameters(), lr=lr, weight_decay=1e-4)
+    optimizer = torch.optim.AdamW(prefilter.parameters(), lr=lr, weight_decay=1e-3)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))
     )
-    loader = DataLoader(
-        ShapesDetection("train", train_count),
-        batch_size=batch_size,
-        shuffle=True,
-        collate_fn=collate,
-        drop_last=True,
-        generator=torch.Generator().manual_seed(3),
-    )
+    features, has_objects = cut_features(model, ShapesDetection("train", train_count))
+    targets = has_objects.float()
+    generator = torch.Generator().manual_seed(seed + 1)
     log = checkpoint.JsonLog(log_path) if log_path else None
     prefilter.train()
-    step = 0
-    bar = tqdm(total=steps, desc="train prefilter", unit="step")
-    while step < steps:
-        for images, targets in loader:
-            if step >= steps:
-                break
-            with torch.no_grad():
-                batch, _ = model.detector.transform(images)
-                features = model.prefilter_features(batch.tensors)
-            labels = torch.tensor([float(len(t["labels"]) > 0) for t in targets])
-            loss = F.binary_cross_entropy_with_logits(prefilter(features), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            if log:
-                log.write(step=step, loss=loss.item())
-    bar.close()
-    scores, has_objects = prefilter_scores(model, ShapesDetection("val", val_count))
-    threshold = calibrate_threshold(scores, has_objects, recall)
+    bar = tqdm(range(steps), desc="train prefilter", unit="step")
+    for step in bar:
+        index = torch.randint(0, len(features), (batch_size,), generator=generator)
+        x = features[index].float()
+        if torch.rand((), generator=generator) < 0.5:
+            x = x.flip(3)
+        loss = F.binary_cross_entropy_with_logits(prefilter(x), targets[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if log:
+            log.write(step=step + 1, loss=loss.item())
+    val_features, val_objects = cut_features(model, ShapesDetection("val", val_count))
+    scores = prefilter_scores(model, val_features)
+    threshold = calibrate_threshold(scores, val_objects, recall)
     prefilter.threshold.fill_(threshold)
     kept = scores >= threshold
     metrics = {
         "threshold": threshold,
-        "val_recall": float(kept[has_objects].float().mean()),
-        "val_empty_filtered": float((~kept[~has_objects]).float().mean()),
+        "val_recall": float(kept[val_objects].float().mean()),
+        "val_empty_filtered": float((~kept[~val_objects]).float().mean()),
     }
     if log:
         log.write(calibration=metrics)

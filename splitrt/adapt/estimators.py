@@ -1,0 +1,229 @@
+"""What the edge knows about the link, itself and the server, learnt from the frames it sends.
+
+Every estimate is fed from quantities the edge measures anyway: payload
+bytes, round-trip time, the server's reported decode/queue/tail time and the
+head time.  No probe traffic.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import psutil
+
+
+class Ewma:
+    def __init__(self, alpha: float, initial: float | None = None) -> None:
+        self.alpha = alpha
+        self.value = initial
+
+    def update(self, sample: float, weight: float = 1.0) -> float:
+        """``weight`` > 1 counts the sample as that many ordinary ones (byte weighting)."""
+        if self.value is None:
+            self.value = sample
+        else:
+            a = 1.0 - (1.0 - self.alpha) ** max(weight, 1e-6)
+            self.value += a * (sample - self.value)
+        return self.value
+
+
+class BandwidthEstimator:
+    """Uplink throughput from the stream itself, predicted robustly.
+
+    A sample is payload bytes over the time they spent on the link: RTT minus
+    the server's processing time minus the base (propagation) RTT, the lowest
+    such value seen recently.  Samples whose transfer time is too short to
+    measure only tell us the link is at least that fast; they are kept as
+    lower bounds.  The prediction is the smaller of the byte-weighted
+    harmonic mean of the last samples and a fast and a slow EWMA, divided by
+    one plus the largest recent relative prediction error (RobustMPC's
+    discount), so a link that just surprised us is trusted less.
+    """
+
+    def __init__(
+        self,
+        window: int = 5,
+        min_transfer_s: float = 0.004,
+        initial_bps: float | None = None,
+        base_window: int = 50,
+    ) -> None:
+        self.samples: deque[tuple[float, float]] = deque(maxlen=window)  # (bytes, seconds)
+        self.errors: deque[float] = deque(maxlen=window)
+        self.fast = Ewma(0.5)
+        self.slow = Ewma(0.1)
+        self.min_transfer_s = min_transfer_s
+        self.initial_bps = initial_bps
+        self.base_rtts: deque[float] = deque(maxlen=base_window)
+        self.last_sample_bps: float | None = None
+        self.lower_bound_bps: float | None = None
+
+    @property
+    def base_rtt_s(self) -> float:
+        return min(self.base_rtts) if self.base_rtts else 0.0
+
+    def observe(self, nbytes: float, rtt_s: float, server_s: float) -> float | None:
+        """One answered frame; returns the throughput sample in bit/s (or None if uninformative)."""
+        network = max(0.0, rtt_s - server_s)
+        self.base_rtts.append(network)
+        transfer = network - self.base_rtt_s
+        if nbytes <= 0:
+            return None
+        if transfer < self.min_transfer_s:
+            # Too fast to time: the link is at least this fast.  A lower bound, not a sample; it
+            # lasts until the next real sample or timeout.
+            self.lower_bound_bps = nbytes * 8 / self.min_transfer_s
+            return None
+        return self._add(nbytes, transfer)
+
+    def timed_out(self, nbytes: float, waited_s: float) -> float:
+        """A frame not answered after ``waited_s``: the link delivered less than ``nbytes`` in that time."""
+        return self._add(max(nbytes, 1.0), max(waited_s, 1e-3), bound=True)
+
+    def _add(self, nbytes: float, seconds: float, bound: bool = False) -> float:
+        sample = nbytes * 8 / seconds
+        self.lower_bound_bps = None
+        prediction = self.predict()
+        if prediction is not None and prediction > 0:
+            self.errors.append(abs(prediction - sample) / sample if sample > 0 else 1.0)
+        self.samples.append((nbytes, seconds))
+        weight = max(1.0, nbytes / 1500.0)
+        self.fast.update(sample, weight)
+        self.slow.update(sample, weight)
+        if bound:  # an outage: forget what the EWMAs remembered about better times
+            self.fast.value = min(self.fast.value, sample)
+            self.slow.value = min(self.slow.value, sample)
+        self.last_sample_bps = sample
+        return sample
+
+    def predict(self) -> float | None:
+        """Predicted bit/s for the next frame, or the initial guess (None: nothing known yet)."""
+        if not self.samples:
+            return self.lower_bound_bps if self.lower_bound_bps is not None else self.initial_bps
+        total_bytes = sum(b for b, _ in self.samples)
+        total_s = sum(s for _, s in self.samples)
+        harmonic = total_bytes * 8 / total_s
+        ewma = min(self.fast.value, self.slow.value)
+        discount = 1.0 + (max(self.errors) if self.errors else 0.0)
+        robust = min(harmonic, ewma) / discount
+        return robust if self.lower_bound_bps is None else max(robust, self.lower_bound_bps)
+
+
+class LatencyEstimator:
+    """Base round-trip latency (without transfer and server time) and its jitter."""
+
+    def __init__(self, alpha: float = 0.2) -> None:
+        self.mean = Ewma(alpha)
+        self.jitter = Ewma(alpha, 0.0)
+
+    def observe(self, base_rtt_s: float) -> None:
+        if self.mean.value is not None:
+            self.jitter.update(abs(base_rtt_s - self.mean.value))
+        self.mean.update(base_rtt_s)
+
+    @property
+    def rtt_s(self) -> float:
+        return self.mean.value or 0.0
+
+    @property
+    def jitter_s(self) -> float:
+        return self.jitter.value or 0.0
+
+
+class DeviceLoadEstimator:
+    """How much slower the head runs than profiled: contention shows up here even when the OS looks idle."""
+
+    def __init__(self, alpha: float = 0.3, cpu_sampling: bool = True) -> None:
+        self.factor = Ewma(alpha, 1.0)
+        self.cpu_sampling = cpu_sampling
+        if cpu_sampling:
+            psutil.cpu_percent(None)  # prime the counter
+
+    def observe(self, measured_ms: float, profiled_ms: float) -> float:
+        if profiled_ms > 0 and measured_ms > 0:
+            self.factor.update(max(0.5, measured_ms / profiled_ms))
+        return self.value
+
+    @property
+    def value(self) -> float:
+        return self.factor.value or 1.0
+
+    def cpu_percent(self) -> float | None:
+        """The OS's view, a secondary signal recorded next to the head-time ratio."""
+        return psutil.cpu_percent(None) if self.cpu_sampling else None
+
+
+class ServerLoadEstimator:
+    """Queue time the server reports: it grows when the server is shared or overloaded."""
+
+    def __init__(self, alpha: float = 0.3) -> None:
+        self.queue = Ewma(alpha, 0.0)
+        self.tail = Ewma(alpha)
+
+    def observe(self, queue_s: float, tail_s: float | None = None) -> None:
+        self.queue.update(queue_s)
+        if tail_s is not None:
+            self.tail.update(tail_s)
+
+    @property
+    def queue_s(self) -> float:
+        return self.queue.value or 0.0
+
+
+@dataclass
+class Estimates:
+    """A snapshot the controller decides on (and the edge writes into each JSON line)."""
+
+    bandwidth_bps: float | None
+    rtt_s: float
+    jitter_s: float
+    device_load: float
+    server_queue_s: float
+    link_down: bool = False
+    cpu_percent: float | None = None
+
+    def as_dict(self) -> dict[str, float | bool | None]:
+        return {
+            "bandwidth_mbps": None if self.bandwidth_bps is None else round(self.bandwidth_bps / 1e6, 4),
+            "rtt_ms": round(self.rtt_s * 1e3, 2),
+            "jitter_ms": round(self.jitter_s * 1e3, 2),
+            "device_load": round(self.device_load, 3),
+            "server_queue_ms": round(self.server_queue_s * 1e3, 2),
+            "link_down": self.link_down,
+            "cpu_percent": self.cpu_percent,
+        }
+
+
+class LinkEstimator:
+    """All estimators together, fed once per frame by the edge or the simulator."""
+
+    def __init__(self, initial_bps: float | None = None, cpu_sampling: bool = False) -> None:
+        self.bandwidth = BandwidthEstimator(initial_bps=initial_bps)
+        self.latency = LatencyEstimator()
+        self.device = DeviceLoadEstimator(cpu_sampling=cpu_sampling)
+        self.server = ServerLoadEstimator()
+        self.consecutive_timeouts = 0
+
+    def answered(self, nbytes: float, rtt_s: float, server_s: float, queue_s: float = 0.0) -> None:
+        self.bandwidth.observe(nbytes, rtt_s, server_s)
+        self.latency.observe(self.bandwidth.base_rtt_s)
+        self.server.observe(queue_s, server_s - queue_s)
+        self.consecutive_timeouts = 0
+
+    def timed_out(self, nbytes: float, waited_s: float) -> None:
+        self.bandwidth.timed_out(nbytes, waited_s)
+        self.consecutive_timeouts += 1
+
+    def head_time(self, measured_ms: float, profiled_ms: float) -> None:
+        self.device.observe(measured_ms, profiled_ms)
+
+    def snapshot(self) -> Estimates:
+        return Estimates(
+            bandwidth_bps=self.bandwidth.predict(),
+            rtt_s=self.latency.rtt_s,
+            jitter_s=self.latency.jitter_s,
+            device_load=self.device.value,
+            server_queue_s=self.server.queue_s,
+            link_down=self.consecutive_timeouts > 0,
+            cpu_percent=self.device.cpu_percent(),
+        )

@@ -1,0 +1,122 @@
+"""`splitrt simulate --live-seconds N`: the same experiment with real processes, to check the simulator.
+
+Starts ``splitrt-server``, a ``splitrt channel`` proxy replaying the trace
+and an adaptive ``splitrt-edge`` with the same deadline, frame rate and
+(emulated) device speed, then runs the simulator over the same stretch of
+trace and compares the deadline hit rates.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from ..channel.traces import Trace
+from .profile import Profile
+from .simulate import Scenario, Simulator
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_serving(address: str, proc: subprocess.Popen, timeout_s: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"splitrt-server exited with {proc.returncode}")
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0).status == 1:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.3)
+    raise TimeoutError(f"splitrt-server on {address} not serving after {timeout_s:.0f}s")
+
+
+def run_live(
+    trace_path: str,
+    profile_path: str,
+    deadline_ms: float,
+    fps: float,
+    seconds: float,
+    rtt_ms: float,
+    edge_slowdown: float,
+    out_dir: Path,
+) -> dict[str, Any]:
+    server_port, proxy_port = _free_port(), _free_port()
+    server_address = f"127.0.0.1:{server_port}"
+    frames = int(seconds * fps)
+    jsonl = out_dir / f"live-{Path(trace_path).name.replace('.', '_')}.jsonl"
+    logs = Path(tempfile.mkdtemp(prefix="splitrt-live-"))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "splitrt.server.app", "--port", str(server_port), "--model", "shapes_fcos"],
+        stdout=(logs / "server.log").open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    proxy = None
+    try:
+        _wait_serving(server_address, server)
+        proxy = subprocess.Popen(
+            [
+                sys.executable, "-m", "splitrt", "channel", "--trace", trace_path,
+                "--listen", f"127.0.0.1:{proxy_port}", "--upstream", server_address, "--delay-ms", str(rtt_ms / 2),
+            ],
+            stdout=(logs / "proxy.log").open("w"),
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        time.sleep(1.0)
+        edge = subprocess.run(
+            [
+                sys.executable, "-m", "splitrt.edge.cli", f"shapes-video:{frames}",
+                "--server", f"127.0.0.1:{proxy_port}", "--model", "shapes_fcos", "--controller", "adaptive",
+                "--profile", profile_path, "--deadline-ms", str(deadline_ms), "--fps", str(fps),
+                "--emulate-slowdown", str(edge_slowdown), "--out", str(jsonl), "--quiet",
+            ],
+            capture_output=True,
+            text=True,
+        )  # fmt: skip
+        if edge.returncode not in (0, 1):
+            raise RuntimeError(f"splitrt-edge failed ({edge.returncode}): {edge.stderr[-2000:]}")
+    finally:
+        for proc in (proxy, server):
+            if proc is not None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    live_hits = sum(1 for line in lines if line.get("deadline_met")) / max(1, len(lines))
+    profile = Profile.load(profile_path).scaled(edge_slowdown)
+    scenario = Scenario(profile, Trace.load(trace_path), deadline_ms, fps=fps, seconds=seconds, base_rtt_ms=rtt_ms)
+    simulated = Simulator(scenario).run("adaptive").summary(deadline_ms)
+    live_modes: dict[str, int] = {}
+    for line in lines:
+        live_modes[line["mode"]] = live_modes.get(line["mode"], 0) + 1
+    return {
+        "trace": Path(trace_path).name,
+        "seconds": seconds,
+        "frames_live": len(lines),
+        "live_hit_rate": live_hits,
+        "simulated_hit_rate": simulated["hit_rate"],
+        "difference": live_hits - simulated["hit_rate"],
+        "live_modes": live_modes,
+        "live_mean_latency_ms": sum(line["latency_ms"] for line in lines) / max(1, len(lines)),
+        "simulated_mean_latency_ms": simulated["mean_latency_ms"],
+        "jsonl": str(jsonl),
+    }

@@ -1,0 +1,206 @@
+"""Deterministic virtual-time replay of a trace, a profile and a policy, frame by frame.
+
+The frame loop is the same one the live adaptive edge runs: frames are
+captured at a fixed rate and handled one at a time; a remote frame runs
+its head, leaves over a FIFO link shaped by the trace, is processed by the
+server and answered after the base RTT.  An adaptive edge waits for the
+answer only until it must start the fastest local model to still meet the
+deadline (then it falls back, mode ``fallback``); a static edge gives up at
+the deadline (mode ``timeout``).  Bytes of an abandoned frame still drain
+through the link, as they do through the live proxy.
+
+No real time passes: a 17-minute trace runs in seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..channel.traces import Link, Trace
+from .controller import AdaptiveController, Decision, StaticController
+from .estimators import LinkEstimator
+from .profile import ConfigProfile, Profile
+
+LATENCY_CAP_FACTOR = 10.0  # a frame never answered counts this many deadlines late
+
+
+@dataclass
+class FrameRecord:
+    index: int
+    captured_s: float
+    config: str
+    mode: str  # local | remote | probe | fallback | timeout
+    latency_ms: float
+    hit: bool
+    accuracy: float
+    bytes_sent: int
+    predicted_ms: float = math.nan
+    bandwidth_mbps: float | None = None
+    capacity_mbps: float = 0.0
+
+
+@dataclass
+class RunResult:
+    policy: str
+    frames: list[FrameRecord] = field(default_factory=list)
+
+    def summary(self, deadline_ms: float) -> dict[str, float | str | int]:
+        lat = np.array([f.latency_ms for f in self.frames])
+        duration_min = (self.frames[-1].captured_s - self.frames[0].captured_s) / 60 if len(self.frames) > 1 else 1.0
+        switches = sum(1 for a, b in zip(self.frames, self.frames[1:]) if a.config != b.config)
+        return {
+            "policy": self.policy,
+            "frames": len(self.frames),
+            "hit_rate": float(np.mean([f.hit for f in self.frames])),
+            "mean_latency_ms": float(lat.mean()),
+            "p95_latency_ms": float(np.percentile(lat, 95)),
+            "mean_accuracy": statistics.fmean(f.accuracy for f in self.frames),
+            "accuracy_in_time": statistics.fmean(f.accuracy if f.hit else 0.0 for f in self.frames),
+            "bytes_sent": int(sum(f.bytes_sent for f in self.frames)),
+            "switches": switches,
+            "switches_per_min": switches / max(duration_min, 1e-9),
+            "fallbacks": sum(1 for f in self.frames if f.mode == "fallback"),
+            "deadline_ms": deadline_ms,
+        }
+
+
+@dataclass
+class Scenario:
+    """Everything that is the same for every policy of one experiment."""
+
+    profile: Profile
+    trace: Trace
+    deadline_ms: float
+    fps: float = 5.0
+    seconds: float | None = None  # default: the trace's length
+    base_rtt_ms: float = 40.0
+    load: Callable[[float], float] = lambda t: 1.0  # actual device slowdown at time t (contention)
+    seed: int = 0
+    trace_offset_s: float = 0.0
+
+    @property
+    def frame_count(self) -> int:
+        seconds = self.trace.duration_s if self.seconds is None else self.seconds
+        return int(seconds * self.fps)
+
+
+class Simulator:
+    def __init__(self, scenario: Scenario) -> None:
+        self.s = scenario
+        self.fallback = scenario.profile.fastest_local()
+
+    def _bytes(self, entry: ConfigProfile, rng: np.random.Generator) -> int:
+        if not entry.config.remote:
+            return 0
+        if entry.bytes_samples:
+            return int(entry.bytes_samples[rng.integers(len(entry.bytes_samples))])
+        return int(entry.bytes_mean)
+
+    def _capacity(self, t: float) -> float:
+        offset = self.s.trace_offset_s
+        return self.s.trace.capacity(offset + t - 0.5, offset + t + 0.5) * 8 / 1e6
+
+    def run(self, policy: str, controller: AdaptiveController | StaticController | None = None) -> RunResult:
+        """``policy`` is "adaptive", "oracle" or "static:<configuration>"."""
+        s = self.s
+        rng = np.random.default_rng(s.seed)  # same byte draws for every policy
+        link = Link(s.trace, s.base_rtt_ms / 2e3, start_s=s.trace_offset_s)
+        estimator = LinkEstimator()
+        if controller is None:
+            if policy == "adaptive":
+                controller = AdaptiveController(s.profile, s.deadline_ms)
+            elif policy.startswith("static:"):
+                controller = StaticController(s.profile, policy.split(":", 1)[1])
+        result = RunResult(policy)
+        edge_free = 0.0
+        deadline = s.deadline_ms / 1e3
+        for index in range(s.frame_count):
+            captured = index / s.fps
+            start = max(captured, edge_free)
+            load = s.load(start)
+            draws = {c.name: self._bytes(c, rng) for c in s.profile.configs}
+            if policy == "oracle":
+                decision, mode = self._oracle(link, start, captured, load, draws), None
+            else:
+                decision = controller.decide(start, estimator.snapshot())
+                mode = None
+                if isinstance(controller, AdaptiveController) and controller.probe_due(start):
+                    probe = controller.cheapest_remote()
+                    if probe is not None:
+                        decision, mode = Decision(probe, math.nan, "probe"), "probe"
+            entry = decision.config
+            head = entry.head_ms * load / 1e3
+            estimator.head_time(entry.head_ms * load, entry.head_ms)
+            if not entry.config.remote:
+                done = start + head
+                record = self._record(index, captured, entry, "local", done, 0, decision)
+            else:
+                nbytes = draws[entry.name]
+                sent = start + head
+                answer = link.send(sent, nbytes) + entry.tail_ms / 1e3 + s.base_rtt_ms / 2e3
+                if policy == "adaptive":
+                    give_up = max(sent, captured + deadline - self.fallback.head_ms * load / 1e3)
+                else:
+                    give_up = captured + deadline if policy.startswith("static:") else math.inf
+                if answer <= give_up:
+                    estimator.answered(nbytes, answer - sent, entry.tail_ms / 1e3)
+                    done = answer
+                    record = self._record(index, captured, entry, mode or "remote", done, nbytes, decision)
+                elif policy == "adaptive":
+                    estimator.timed_out(nbytes, give_up - sent)
+                    done = give_up + self.fallback.head_ms * load / 1e3
+                    record = self._record(index, captured, self.fallback, "fallback", done, nbytes, decision)
+                    record.config = entry.name
+                else:  # static: the frame is late; the edge moves on at the deadline
+                    late = min(answer, captured + LATENCY_CAP_FACTOR * deadline)
+                    record = self._record(index, captured, entry, "timeout", late, nbytes, decision)
+                    record.hit = False
+                    done = give_up
+            record.bandwidth_mbps = (
+                None if estimator.bandwidth.predict() is None else estimator.bandwidth.predict() / 1e6
+            )
+            record.capacity_mbps = self._capacity(captured)
+            result.frames.append(record)
+            edge_free = done
+        return result
+
+    def _record(
+        self, index: int, captured: float, entry: ConfigProfile, mode: str, done: float, nbytes: int, decision: Decision
+    ) -> FrameRecord:
+        latency = (done - captured) * 1e3
+        return FrameRecord(
+            index=index,
+            captured_s=captured,
+            config=entry.name,
+            mode=mode,
+            latency_ms=latency,
+            hit=latency <= self.s.deadline_ms + 1e-9,
+            accuracy=entry.map,
+            bytes_sent=nbytes,
+            predicted_ms=decision.predicted_ms,
+        )
+
+    def _oracle(self, link: Link, start: float, captured: float, load: float, draws: dict[str, int]) -> Decision:
+        """The best configuration in hindsight: knows the bandwidth to come and the real load."""
+        best, best_key = None, None
+        for entry in self.s.profile.configs:
+            sent = start + entry.head_ms * load / 1e3
+            if entry.config.remote:
+                done = link.peek(sent, draws[entry.name]) + entry.tail_ms / 1e3 + self.s.base_rtt_ms / 2e3
+            else:
+                done = sent
+            latency = (done - captured) * 1e3
+            fits = latency <= self.s.deadline_ms
+            key = (fits, entry.map if fits else -latency, -latency)
+            if best_key is None or key > best_key:
+                best, best_key = entry, key
+        return Decision(best, -best_key[2], "oracle")
+
+
+def policies(profile: Profile) -> list[str]:
+    return ["adaptive", "oracle"] + [f"static:{name}" for name in profile.names]

@@ -1,0 +1,1 @@
+"""Channels: bandwidth traces, the live shaping proxy and CPU contention for experiments."""

@@ -1,0 +1,126 @@
+"""The adaptive edge loop: per frame, estimates -> controller decision -> configure the client -> send.
+
+The same frame loop the simulator replays (``splitrt.adapt.simulate``):
+frames are handled one at a time; a remote frame waits for its answer only
+until the fastest local configuration must start to still meet the
+deadline, then runs locally (mode ``fallback``) while gRPC reconnects in
+the background.  Every frame yields exactly one result, and its JSON line
+carries the decision and the estimates behind it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from ..adapt.controller import AdaptiveController, Decision, StaticController
+from ..adapt.estimators import LinkEstimator
+from ..adapt.profile import LOCAL, ConfigProfile, Profile
+from .client import FrameFailed, SplitClient
+from .frames import FrameResult
+
+
+class AdaptiveEdge:
+    def __init__(
+        self,
+        client: SplitClient,
+        profile: Profile,
+        controller: AdaptiveController | StaticController,
+        deadline_ms: float,
+    ) -> None:
+        if profile.model != client.spec.arch:
+            raise ValueError(f"profile is for model {profile.model!r}, the client runs {client.spec.arch!r}")
+        self.client = client
+        self.profile = profile
+        self.controller = controller
+        self.deadline_s = deadline_ms / 1e3
+        self.estimator = LinkEstimator(cpu_sampling=True)
+        self.fallback = profile.fastest_local()
+        self.adaptive = isinstance(controller, AdaptiveController)
+        client.on_failure = "local" if self.adaptive else client.on_failure
+        client.max_resends = 0  # a late frame is not worth resending; the next frame is already due
+        self.t0 = time.perf_counter()
+
+    def run(self, frames: Iterable[Any], fps: float | None = None) -> Iterator[FrameResult]:
+        """One result per frame.
+
+        With ``fps`` frames are due at a fixed rate and each deadline counts from the
+        frame's due time, so time spent waiting behind a slow frame counts against it
+        (as in the simulator); without, from when the source handed the frame over.
+        """
+        start = time.perf_counter()
+        for index, image in enumerate(frames):
+            if fps:
+                captured = start + index / fps
+                wait = captured - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
+            else:
+                captured = time.perf_counter()
+            yield self.process(image, captured)
+
+    def process(self, image: Any, captured: float) -> FrameResult:
+        now = time.perf_counter()
+        estimates = self.estimator.snapshot()
+        decision = self.controller.decide(now - self.t0, estimates)
+        if self.adaptive and self.controller.probe_due(now - self.t0):
+            probe = self.controller.cheapest_remote()
+            if probe is not None:
+                decision = Decision(probe, math.nan, "probe: is the link back?")
+        entry = decision.config
+        self._configure(entry)
+        load = self.estimator.device.value
+        if self.adaptive:
+            answer_by = captured + self.deadline_s - self.fallback.head_ms * load / 1e3
+            self.client.local_input_size = self.fallback.config.input_size
+        else:
+            answer_by = captured + self.deadline_s
+        began = time.perf_counter()
+        try:
+            result = self.client.detect(image, answer_by=answer_by if entry.config.remote else None)
+        except FrameFailed as exc:  # static edge without fallback: reported, not lost
+            result = FrameResult(self.client._next_id - 1, "error", entry.config.split, entry.config.codec, 0)
+            result.error = str(exc)
+        self._learn(entry, result, began, answer_by)
+        done = time.perf_counter()
+        latency_ms = (done - captured) * 1e3
+        result.extra = {
+            "decision": {**decision.as_dict(), "mode": result.mode},
+            "estimates": estimates.as_dict(),
+            "latency_ms": round(latency_ms, 2),
+            "deadline_met": latency_ms <= self.deadline_s * 1e3,
+        }
+        return result
+
+    def _configure(self, entry: ConfigProfile) -> None:
+        c = entry.config
+        if c.split == LOCAL:
+            self.client.configure(None, "local", local_input_size=c.input_size)
+        else:
+            self.client.configure(c.split, c.codec, c.width)
+
+    def _learn(self, entry: ConfigProfile, result: FrameResult, began: float, answer_by: float) -> None:
+        t = result.timings_ms
+        if "head" in t and not result.mode == "fallback":
+            self.estimator.head_time(t["head"] + t.get("encode", 0.0), entry.head_ms)
+        if result.mode in ("split", "offload") and "network" in t:
+            server = t.get("server", 0.0) / 1e3
+            rtt = t["network"] / 1e3 + server
+            self.estimator.answered(result.wire_bytes, rtt, server, t.get("server_queue", 0.0) / 1e3)
+        elif result.mode == "fallback":
+            sent_at = began + (t.get("head", 0.0) + t.get("encode", 0.0)) / 1e3
+            self.estimator.timed_out(result.wire_bytes, max(1e-3, answer_by - sent_at))
+
+
+def load_profile_for(client: SplitClient, path: str, remeasure_s: float = 0.0) -> Profile:
+    """The profile file, optionally with its head times re-measured on this device."""
+    profile = Profile.load(path)
+    if remeasure_s > 0:
+        from ..adapt.profile import remeasure_heads
+        from ..data.datasets import ShapesDetection
+
+        images = [ShapesDetection("val", 4)[i][0] for i in range(4)]
+        profile = remeasure_heads(profile, client.model, images, seconds=remeasure_s)
+    return profile

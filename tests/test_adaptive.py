@@ -1,0 +1,201 @@
+"""Traces, estimators, the controller and the virtual-time simulator (no processes, no model)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from splitrt.adapt.controller import AdaptiveController
+from splitrt.adapt.estimators import BandwidthEstimator, Estimates
+from splitrt.adapt.experiment import best_static, contention_schedule, run_experiment
+from splitrt.adapt.profile import ConfigProfile, Configuration, Profile
+from splitrt.adapt.simulate import Scenario, Simulator
+from splitrt.channel.traces import Link, Trace, TraceError
+
+TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces" / "cellular-uplink"
+
+
+def entry(split, codec, head, nbytes, tail, acc, width=None, size=None) -> ConfigProfile:
+    config = Configuration(split, codec, width, size)
+    return ConfigProfile(config, head, head * 1.1, nbytes, nbytes * 1.1, tail, acc, [int(nbytes)] * 4)
+
+
+def toy_profile() -> Profile:
+    """A device where local is slow but accurate, a cheap local model is fast, and splits trade bytes for mAP."""
+    configs = [
+        entry("local", "local", 400.0, 0, 0, 75.0),
+        entry("local", "local", 60.0, 0, 0, 50.0, size=80),
+        entry("input", "jpeg:90", 5.0, 7500, 10.0, 73.0),
+        entry("features.6/slim", "entropy", 50.0, 400, 8.0, 70.0, width=0.25),
+        entry("features.6/slim", "entropy", 50.0, 650, 8.0, 73.2, width=1.0),
+    ]
+    return Profile("toy", "0" * 16, {"kind": "hand-made for tests"}, 0, configs)
+
+
+def estimates(bps: float | None, load: float = 1.0) -> Estimates:
+    return Estimates(bandwidth_bps=bps, rtt_s=0.04, jitter_s=0.0, device_load=load, server_queue_s=0.0)
+
+
+# -- traces -------------------------------------------------------------------------------------
+def test_mahimahi_parsing_and_rate():
+    # 3 packets at ms 0, one at ms 1, one at ms 4 = the period, which wraps to ms 0 of the next loop
+    trace = Trace.from_mahimahi("0\n0\n0\n1\n4\n")
+    assert trace.duration_s == pytest.approx(0.004)
+    assert trace.period_bytes == 7500
+    assert trace.mean_mbps == pytest.approx(7500 * 8 / 1e6 / 0.004)
+    assert trace.delivered(0.001) == 6000
+    assert trace.delivered(0.0005) == 3000  # uniform within a millisecond
+    # looping: the second period delivers the same again
+    assert trace.delivered(0.008) == 15000
+    assert trace.finish_time(0.0, 6000) == pytest.approx(0.001)
+    assert trace.finish_time(0.0, 7500 + 6000) == pytest.approx(0.005)
+    with pytest.raises(TraceError, match="integer millisecond"):
+        Trace.from_mahimahi("0\nabc\n")
+    with pytest.raises(TraceError, match="non-decreasing"):
+        Trace.from_mahimahi("5\n3\n")
+
+
+def test_csv_and_constant_and_outages(tmp_path):
+    path = tmp_path / "link.csv"
+    path.write_text("time_s,mbps\n0,8\n1,0\n2,4\n")
+    trace = Trace.load(path)
+    assert trace.duration_s == pytest.approx(3.0)
+    assert trace.capacity(0, 1) == pytest.approx(1e6)
+    assert trace.capacity(1, 2) == 0
+    assert trace.capacity(2, 3) == pytest.approx(0.5e6)
+    # a payload started inside the outage waits for it to end
+    assert trace.finish_time(1.0, 0.5e6) == pytest.approx(3.0)
+    const = Trace.constant(8.0, 10)
+    assert const.finish_time(2.5, 1e6) == pytest.approx(3.5)
+    cut = const.with_outages([(1.0, 2.0)])
+    assert cut.capacity(1.0, 3.0) == 0 and cut.capacity(0, 1) == pytest.approx(1e6)
+    with pytest.raises(TraceError, match="does not exist"):
+        Trace.load(tmp_path / "missing.up")
+
+
+def test_gilbert_elliott_is_deterministic_and_bursty():
+    base = Trace.constant(10.0, 60)
+    a = base.gilbert_elliott(0.05, 0.3, seed=1)
+    b = base.gilbert_elliott(0.05, 0.3, seed=1)
+    assert np.array_equal(a.ms_bytes, b.ms_bytes)
+    windows = a.windows_mbps(0.1)
+    assert (windows == 0).any() and (windows > 9.9).any()
+    assert a.mean_mbps < base.mean_mbps
+
+
+@pytest.mark.skipif(not TRACES.is_dir(), reason="../shared/traces not beside the checkout")
+def test_shared_traces_match_their_readme():
+    expected = {
+        "ATT-LTE-driving-2016.up": (120, 1.91),
+        "ATT-LTE-driving.up": (1012, 0.83),
+        "TMobile-LTE-short.up": (140, 13.3),
+        "Verizon-EVDO-driving.up": (1065, 0.84),
+    }
+    for name, (seconds, mean) in expected.items():
+        trace = Trace.load(TRACES / name)
+        assert trace.duration_s == pytest.approx(seconds, abs=1)
+        assert trace.mean_mbps == pytest.approx(mean, rel=0.02)
+
+
+def test_link_queues_frames_fifo():
+    link = Link(Trace.constant(8.0, 10), one_way_delay_s=0.01)
+    first = link.send(0.0, 100_000)  # 0.1 s on the wire
+    second = link.send(0.05, 100_000)  # waits for the first
+    assert first == pytest.approx(0.11)
+    assert second == pytest.approx(0.21)
+    assert link.peek(0.3, 100_000) == pytest.approx(0.41)
+    assert link.free_at == pytest.approx(0.2)
+
+
+# -- estimators -----------------------------------------------------------------------------------
+def test_bandwidth_estimate_tracks_the_link_and_drops_on_timeouts():
+    est = BandwidthEstimator()
+    for _ in range(5):  # 10 kB in 80 ms of transfer + 40 ms base RTT + 10 ms server = 1 Mbit/s
+        est.observe(10_000, 0.080 + 0.040 + 0.010, 0.010)
+        est.observe(200, 0.040 + 0.010, 0.010)  # small frames set the base RTT
+    assert est.base_rtt_s == pytest.approx(0.040)
+    assert est.predict() == pytest.approx(1e6, rel=0.35)
+    before = est.predict()
+    est.timed_out(800, 1.0)  # an outage
+    assert est.predict() < before / 10
+
+
+# -- controller -------------------------------------------------------------------------------------
+def test_controller_goes_local_without_bandwidth_and_best_with_plenty():
+    profile = toy_profile()
+    zero = AdaptiveController(profile, deadline_ms=200)
+    assert zero.decide(0.0, estimates(0.0)).config.config.remote is False
+    assert zero.decide(0.0, estimates(0.0)).name == "local@80"  # the only local that fits
+    plenty = AdaptiveController(profile, deadline_ms=200)
+    assert plenty.decide(0.0, estimates(1e12)).name == "features.6/slim/entropy@1"
+    # an unreachable deadline: the fastest configuration
+    tight = AdaptiveController(profile, deadline_ms=1)
+    decision = tight.decide(0.0, estimates(1e12))
+    assert decision.reason.startswith("nothing fits") and decision.name == "offload/jpeg:90"
+
+
+def test_controller_counts_device_load_and_the_latency_objective():
+    profile = toy_profile()
+    busy = AdaptiveController(profile, deadline_ms=200)
+    assert busy.decide(0.0, estimates(1e12, load=4.0)).name == "offload/jpeg:90"  # heads are 4x slower
+    fast = AdaptiveController(profile, deadline_ms=200, objective="latency", accuracy_floor=72.0)
+    assert fast.decide(0.0, estimates(1e12)).name == "offload/jpeg:90"
+    with pytest.raises(ValueError, match="accuracy floor"):
+        AdaptiveController(profile, deadline_ms=200, objective="latency")
+
+
+def test_hysteresis_bounds_switching_on_an_oscillating_link():
+    profile = toy_profile()
+    controller = AdaptiveController(profile, deadline_ms=200, up_after_s=2.0, split_up_after_s=5.0)
+    names = []
+    for step in range(600):  # 60 s at 10 decisions/s; the link flips every 0.5 s between good and bad
+        t = step / 10
+        good = (step // 5) % 2 == 0
+        names.append(controller.decide(t, estimates(2e6 if good else 5e4)).name)
+    switches = sum(1 for a, b in zip(names, names[1:]) if a != b)
+    assert switches <= 2  # stepped down once, never waited long enough to step back up
+    naive = AdaptiveController(profile, deadline_ms=200, up_after_s=0.0, split_up_after_s=0.0)
+    naive_names = [naive.decide(s / 10, estimates(2e6 if (s // 5) % 2 == 0 else 5e4)).name for s in range(600)]
+    assert sum(1 for a, b in zip(naive_names, naive_names[1:]) if a != b) > 50
+
+
+# -- simulator ------------------------------------------------------------------------------------------
+def outage_trace() -> Trace:
+    return Trace.constant(2.0, 60).with_outages([(20.0, 10.0)])
+
+
+def test_simulator_is_deterministic():
+    scenario = Scenario(toy_profile(), outage_trace(), deadline_ms=200, fps=5)
+    first = Simulator(scenario).run("adaptive")
+    second = Simulator(scenario).run("adaptive")
+    assert [f.__dict__ for f in first.frames] == [f.__dict__ for f in second.frames]
+
+
+def test_simulated_outage_adaptive_vs_static_vs_oracle():
+    scenario = Scenario(toy_profile(), outage_trace(), deadline_ms=200, fps=5)
+    rows, runs = run_experiment(scenario, progress=False)
+    by = {r["policy"]: r for r in rows}
+    assert all(r["frames"] == 300 for r in rows)  # every frame accounted for in every policy
+    static = best_static(rows)
+    assert static["hit_rate"] < 0.9  # the outage defeats every static remote configuration
+    assert by["adaptive"]["hit_rate"] >= 0.99
+    assert by["adaptive"]["fallbacks"] >= 1
+    assert by["oracle"]["hit_rate"] >= by["adaptive"]["hit_rate"]
+    assert by["adaptive"]["mean_accuracy"] >= 0.9 * by["oracle"]["mean_accuracy"]
+    modes = {f.mode for f in runs["adaptive"].frames[100:150]}  # inside the outage
+    assert modes <= {"local", "fallback", "probe"}
+    assert by["static:local"]["hit_rate"] == 0.0  # 400 ms local never meets 200 ms
+
+
+def test_contention_schedule_slows_the_head():
+    load = contention_schedule("10:20:3")
+    assert load(5) == 1.0 and load(15) == 3.0 and load(25) == 1.0
+    profile = toy_profile()
+    scenario = Scenario(profile, Trace.constant(2.0, 30), deadline_ms=200, fps=5, load=load)
+    frames = Simulator(scenario).run("adaptive").frames
+    # under 3x load the 50 ms head + transfer no longer fits: the controller moves to JPEG offload
+    assert {f.config for f in frames[60:100]} & {"offload/jpeg:90"}
+    assert math.isfinite(frames[-1].latency_ms)

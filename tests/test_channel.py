@@ -1,0 +1,144 @@
+"""The shaping proxy on real loopback sockets, and an adaptive edge through it with an outage."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from splitrt.channel.contention import CpuContention
+from splitrt.channel.proxy import Outage, ShapingProxy, parse_outage
+from splitrt.channel.traces import Trace
+
+from .conftest import free_port
+
+
+async def _sink_server(received: list[float], total: list[int]):
+    async def handle(reader, writer):
+        while data := await reader.read(65536):
+            total[0] += len(data)
+            received.append(time.monotonic())
+        writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+async def _push_through(proxy: ShapingProxy, payload: bytes) -> tuple[float, int]:
+    received: list[float] = []
+    total = [0]
+    sink = await _sink_server(received, total)
+    proxy.upstream = ("127.0.0.1", sink.sockets[0].getsockname()[1])
+    port = await proxy.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    began = time.monotonic()
+    writer.write(payload)
+    await writer.drain()
+    while total[0] < len(payload) and time.monotonic() - began < 30:
+        await asyncio.sleep(0.01)
+    elapsed = received[-1] - began
+    writer.close()
+    await proxy.stop()
+    sink.close()
+    return elapsed, total[0]
+
+
+def test_proxy_delivers_a_constant_rate_within_5_percent():
+    mbps, size = 16.0, 2_000_000  # 1 s at the target rate
+    proxy = ShapingProxy(Trace.constant(mbps, 60), ("127.0.0.1", 1), delay_ms=0.0)
+    elapsed, delivered = asyncio.run(_push_through(proxy, b"x" * size))
+    assert delivered == size
+    rate = size * 8 / elapsed / 1e6
+    assert rate == pytest.approx(mbps, rel=0.05), f"{rate:.2f} Mbit/s through a {mbps} Mbit/s link"
+
+
+def test_proxy_stalls_during_an_outage():
+    proxy = ShapingProxy(Trace.constant(80.0, 60), ("127.0.0.1", 1), delay_ms=0.0, outages=[Outage(0.0, 0.6)])
+    elapsed, delivered = asyncio.run(_push_through(proxy, b"x" * 100_000))
+    assert delivered == 100_000
+    assert elapsed >= 0.55  # nothing crosses before the outage ends
+
+
+def test_outage_flag_parsing():
+    assert parse_outage("10:5") == Outage(10.0, 5.0)
+    with pytest.raises(ValueError, match="START:DURATION"):
+        parse_outage("ten")
+    with pytest.raises(ValueError, match="duration > 0"):
+        parse_outage("3:0")
+
+
+def test_cpu_contention_processes_start_and_stop():
+    with CpuContention(workers=1, duty=0.5) as burn:
+        time.sleep(0.3)
+        assert burn.running
+    assert not burn.running
+
+
+@pytest.fixture(scope="module")
+def shapes_profile(tmp_path_factory):
+    path = tmp_path_factory.mktemp("profile") / "profile.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "splitrt", "profile", "--images", "4", "--out", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    return path
+
+
+def test_profile_lists_every_configuration(shapes_profile):
+    from splitrt.adapt.profile import Profile
+
+    profile = Profile.load(shapes_profile)
+    names = profile.names
+    assert "local" in names and "offload/jpeg:90" in names and "features.6/slim/entropy@0.25" in names
+    slim = [profile[f"features.6/slim/entropy@{w:g}"].bytes_mean for w in (0.25, 0.5, 0.75, 1.0)]
+    assert slim == sorted(slim)
+    assert all(c.head_ms > 0 for c in profile.configs)
+    assert profile.fastest_local().config.input_size is not None  # a cheaper local model exists
+
+
+def test_adaptive_edge_through_the_proxy_survives_an_outage(server, shapes_profile, tmp_path):
+    """Real server, real proxy process (resets connections for 2 s), real edge: every frame is answered."""
+    port = free_port()
+    proxy = subprocess.Popen(
+        [
+            sys.executable, "-m", "splitrt", "channel", "--mbps", "4", "--listen", f"127.0.0.1:{port}",
+            "--upstream", server.address, "--delay-ms", "10", "--outage", "6:2", "--outage-mode", "drop",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert "splitrt channel" in proxy.stdout.readline()
+        out = tmp_path / "adaptive.jsonl"
+        frames = 50
+        run = subprocess.run(
+            [
+                sys.executable, "-m", "splitrt.edge.cli", f"shapes-video:{frames}", "--server", f"127.0.0.1:{port}",
+                "--model", "shapes=shapes_fcos", "--controller", "adaptive", "--profile", str(shapes_profile),
+                "--deadline-ms", "400", "--fps", "5", "--out", str(out), "--quiet",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        lines = [json.loads(line) for line in out.read_text().splitlines()]
+        assert sorted(line["frame"] for line in lines) == list(range(frames))  # nothing lost
+        assert all(line["error"] is None for line in lines)
+        modes = {line["mode"] for line in lines}
+        assert modes & {"split", "offload"}, modes  # the link was used
+        assert modes & {"local", "fallback"}, modes  # and abandoned during the outage
+        for line in lines:
+            assert {"config", "predicted_ms", "reason", "mode"} <= set(line["decision"])
+            assert {"bandwidth_mbps", "rtt_ms", "device_load"} <= set(line["estimates"])
+        assert "deadline met" in run.stdout
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=10)
