@@ -163,3 +163,21 @@ def test_prefiltered_frames_are_reported_in_json_lines(server, tmp_path):
     )
     assert nothing.returncode == 0, nothing.stderr
     assert all(json.loads(line)["mode"] == "split" for line in (tmp_path / "none.jsonl").read_text().splitlines())
+
+
+def test_prefilter_shares_the_heads_layers_and_gives_the_same_answers():
+    model = build_model("shapes_fcos")  # the shipped weights: students are frozen copies of the teacher
+    image = ShapesDetection("test", 1)[0][0]
+    assert model.shares_prefilter_input("features.6/eb2")
+    assert not model.shares_prefilter_input("features.3/eb2")  # cut before the prefilter's input
+    with torch.inference_mode():
+        alone = model.prefilter_score(image)
+        (features, meta) = model.head(image, "features.6/eb2")
+        score, shared = model.head_with_prefilter(image, "features.6/eb2", threshold=0.0)
+        assert score == pytest.approx(alone, abs=1e-6)
+        assert torch.equal(shared[0]["y"], features["y"]) and shared[1] == meta
+        rejected_score, nothing = model.head_with_prefilter(image, "features.6/eb2", threshold=1.01)
+        assert nothing is None and rejected_score == pytest.approx(alone, abs=1e-6)
+        # a split whose head does not pass through the prefilter's input runs them one after the other
+        score3, (features3, _) = model.head_with_prefilter(image, "features.3/eb2", threshold=0.0)
+        assert score3 == pytest.approx(alone, abs=1e-6) and features3["y"].shape[1] == 16
