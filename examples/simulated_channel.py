@@ -21,7 +21,7 @@ DEFAULT_TRACE = ROOT.parent / "shared" / "traces" / "cellular-uplink" / "ATT-LTE
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("trace", nargs="?", default=str(DEFAULT_TRACE), help="Mahimahi or CSV trace")
-    parser.add_argument("--deadline-ms", type=float, default=250.0)
+    parser.add_argument("--deadline-ms", type=float, default=130.0)
     parser.add_argument("--out", default=str(ROOT / "runs" / "example-simulation"))
     args = parser.parse_args()
     profile = ROOT / "runs" / "profile.json"

@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument("--trace", action="append", required=True, help="Mahimahi or time_s,mbps CSV (repeatable)")
     simulate.add_argument("--profile", default="runs/profile.json", help="profile JSON (default: %(default)s)")
-    simulate.add_argument("--deadline-ms", type=float, default=250.0, help="per-frame deadline (default: %(default)s)")
+    simulate.add_argument("--deadline-ms", type=float, default=130.0, help="per-frame deadline (default: %(default)s)")
     simulate.add_argument("--fps", type=float, default=5.0, help="frame rate (default: %(default)s)")
     simulate.add_argument("--seconds", type=float, help="simulate this long (default: the whole trace)")
     simulate.add_argument("--rtt-ms", type=float, default=40.0, help="base round-trip time (default: %(default)s)")

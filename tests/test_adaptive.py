@@ -156,7 +156,10 @@ def test_hysteresis_bounds_switching_on_an_oscillating_link():
         good = (step // 5) % 2 == 0
         names.append(controller.decide(t, estimates(2e6 if good else 5e4)).name)
     switches = sum(1 for a, b in zip(names, names[1:]) if a != b)
-    assert switches <= 2  # stepped down once, never waited long enough to step back up
+    # one step down; then only the explorations (after 10, 20 and 40 s of local-only) and their
+    # step downs: never long enough on the good phase to step up by the estimate
+    assert switches <= 7, names
+    assert switches / 1.0 < 10  # per minute
     naive = AdaptiveController(profile, deadline_ms=200, up_after_s=0.0, split_up_after_s=0.0)
     naive_names = [naive.decide(s / 10, estimates(2e6 if (s // 5) % 2 == 0 else 5e4)).name for s in range(600)]
     assert sum(1 for a, b in zip(naive_names, naive_names[1:]) if a != b) > 50

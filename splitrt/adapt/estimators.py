@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import psutil
 
+MAX_DISCOUNT = 0.5
+
 
 class Ewma:
     def __init__(self, alpha: float, initial: float | None = None) -> None:
@@ -33,18 +35,18 @@ class BandwidthEstimator:
 
     A sample is payload bytes over the time they spent on the link: RTT minus
     the server's processing time minus the base (propagation) RTT, the lowest
-    such value seen recently.  Samples whose transfer time is too short to
-    measure only tell us the link is at least that fast; they are kept as
-    lower bounds.  The prediction is the smaller of the byte-weighted
+    such value seen recently.  Transfers too short to time are counted at the
+    shortest measurable time (a conservative sample, not a dropped one).  The prediction is the smaller of the byte-weighted
     harmonic mean of the last samples and a fast and a slow EWMA, divided by
-    one plus the largest recent relative prediction error (RobustMPC's
-    discount), so a link that just surprised us is trusted less.
+    one plus the recent relative prediction error (RobustMPC's discount, here
+    the capped mean rather than the maximum), so a link that just surprised us
+    is trusted less.
     """
 
     def __init__(
         self,
         window: int = 5,
-        min_transfer_s: float = 0.004,
+        min_transfer_s: float = 0.002,
         initial_bps: float | None = None,
         base_window: int = 50,
     ) -> None:
@@ -56,7 +58,6 @@ class BandwidthEstimator:
         self.initial_bps = initial_bps
         self.base_rtts: deque[float] = deque(maxlen=base_window)
         self.last_sample_bps: float | None = None
-        self.lower_bound_bps: float | None = None
 
     @property
     def base_rtt_s(self) -> float:
@@ -69,12 +70,9 @@ class BandwidthEstimator:
         transfer = network - self.base_rtt_s
         if nbytes <= 0:
             return None
-        if transfer < self.min_transfer_s:
-            # Too fast to time: the link is at least this fast.  A lower bound, not a sample; it
-            # lasts until the next real sample or timeout.
-            self.lower_bound_bps = nbytes * 8 / self.min_transfer_s
-            return None
-        return self._add(nbytes, transfer)
+        # Too fast to time: count it at the shortest time we can measure.  Dropping such samples
+        # would keep only the slow ones and bias the estimate low.
+        return self._add(nbytes, max(transfer, self.min_transfer_s))
 
     def timed_out(self, nbytes: float, waited_s: float) -> float:
         """A frame not answered after ``waited_s``: the link delivered less than ``nbytes`` in that time."""
@@ -82,7 +80,6 @@ class BandwidthEstimator:
 
     def _add(self, nbytes: float, seconds: float, bound: bool = False) -> float:
         sample = nbytes * 8 / seconds
-        self.lower_bound_bps = None
         prediction = self.predict()
         if prediction is not None and prediction > 0:
             self.errors.append(abs(prediction - sample) / sample if sample > 0 else 1.0)
@@ -96,17 +93,25 @@ class BandwidthEstimator:
         self.last_sample_bps = sample
         return sample
 
+    def restart(self, initial_bps: float | None) -> None:
+        """Forget the samples (after an outage ends) and start again from ``initial_bps``."""
+        self.samples.clear()
+        self.errors.clear()
+        self.fast, self.slow = Ewma(0.5), Ewma(0.1)
+        self.initial_bps = initial_bps
+
     def predict(self) -> float | None:
         """Predicted bit/s for the next frame, or the initial guess (None: nothing known yet)."""
         if not self.samples:
-            return self.lower_bound_bps if self.lower_bound_bps is not None else self.initial_bps
+            return self.initial_bps
         total_bytes = sum(b for b, _ in self.samples)
         total_s = sum(s for _, s in self.samples)
         harmonic = total_bytes * 8 / total_s
         ewma = min(self.fast.value, self.slow.value)
-        discount = 1.0 + (max(self.errors) if self.errors else 0.0)
-        robust = min(harmonic, ewma) / discount
-        return robust if self.lower_bound_bps is None else max(robust, self.lower_bound_bps)
+        # RobustMPC divides by 1 + the largest recent error; frames here are one to a few packets,
+        # whose timing is noisier than video chunks, so the mean error (capped) is used instead.
+        discount = 1.0 + min(MAX_DISCOUNT, sum(self.errors) / len(self.errors)) if self.errors else 1.0
+        return min(harmonic, ewma) / discount
 
 
 class LatencyEstimator:
@@ -181,6 +186,7 @@ class Estimates:
     server_queue_s: float
     link_down: bool = False
     cpu_percent: float | None = None
+    bandwidth_longterm_bps: float | None = None  # the slow EWMA: what the link carried over minutes
 
     def as_dict(self) -> dict[str, float | bool | None]:
         return {
@@ -197,12 +203,15 @@ class Estimates:
 class LinkEstimator:
     """All estimators together, fed once per frame by the edge or the simulator."""
 
-    def __init__(self, initial_bps: float | None = None, cpu_sampling: bool = False) -> None:
-        self.bandwidth = BandwidthEstimator(initial_bps=initial_bps)
+    def __init__(self, first_guess_bps: float = 1e6, cpu_sampling: bool = False) -> None:
+        #: What a link that just answered a ping is assumed to carry until the first frame measures it.
+        self.first_guess_bps = first_guess_bps
+        self.bandwidth = BandwidthEstimator()
         self.latency = LatencyEstimator()
         self.device = DeviceLoadEstimator(cpu_sampling=cpu_sampling)
         self.server = ServerLoadEstimator()
         self.consecutive_timeouts = 0
+        self.last_good_bps: float | None = None
 
     def answered(self, nbytes: float, rtt_s: float, server_s: float, queue_s: float = 0.0) -> None:
         self.bandwidth.observe(nbytes, rtt_s, server_s)
@@ -211,8 +220,22 @@ class LinkEstimator:
         self.consecutive_timeouts = 0
 
     def timed_out(self, nbytes: float, waited_s: float) -> None:
+        if self.consecutive_timeouts == 0:
+            self.last_good_bps = self.bandwidth.predict()
         self.bandwidth.timed_out(nbytes, waited_s)
         self.consecutive_timeouts += 1
+
+    def probe_answered(self, rtt_s: float) -> None:
+        """A small probe got through: the link is back; start from what it carried before it went down.
+
+        Its round trip counts towards the base RTT like any frame's (the minimum over recent
+        ones), so one ping that waited for a sparse delivery slot does not inflate it.
+        """
+        self.bandwidth.base_rtts.append(rtt_s)
+        self.latency.observe(self.bandwidth.base_rtt_s)
+        if self.consecutive_timeouts > 0 or self.bandwidth.predict() is None:
+            self.bandwidth.restart(self.last_good_bps or self.first_guess_bps)
+        self.consecutive_timeouts = 0
 
     def head_time(self, measured_ms: float, profiled_ms: float) -> None:
         self.device.observe(measured_ms, profiled_ms)
@@ -226,4 +249,5 @@ class LinkEstimator:
             server_queue_s=self.server.queue_s,
             link_down=self.consecutive_timeouts > 0,
             cpu_percent=self.device.cpu_percent(),
+            bandwidth_longterm_bps=self.bandwidth.slow.value,
         )

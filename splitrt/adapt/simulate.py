@@ -3,10 +3,11 @@
 The frame loop is the same one the live adaptive edge runs: frames are
 captured at a fixed rate and handled one at a time; a remote frame runs
 its head, leaves over a FIFO link shaped by the trace, is processed by the
-server and answered after the base RTT.  An adaptive edge waits for the
-answer only until it must start the fastest local model to still meet the
-deadline (then it falls back, mode ``fallback``); a static edge gives up at
-the deadline (mode ``timeout``).  Bytes of an abandoned frame still drain
+server and answered after the base RTT.  An adaptive edge that stops
+waiting runs the frame with the fastest local model (mode ``fallback``,
+see ``fallback_instant``) and, while it runs locally, pings the server now
+and then to learn when the link is back; a static edge gives up at the
+deadline (mode ``timeout``).  Bytes of an abandoned frame still drain
 through the link, as they do through the live proxy.
 
 No real time passes: a 17-minute trace runs in seconds.
@@ -27,6 +28,20 @@ from .estimators import LinkEstimator
 from .profile import ConfigProfile, Profile
 
 LATENCY_CAP_FACTOR = 10.0  # a frame never answered counts this many deadlines late
+PROBE_BYTES = 200  # a health ping with its gRPC framing
+PROBE_TIMEOUT_S = 1.0
+
+
+def fallback_instant(captured: float, start: float, deadline: float, local_s: float, predicted_ms: float) -> float:
+    """When an adaptive edge stops waiting for the server and runs the frame locally.
+
+    If the answer is expected early enough to leave time for the local model, wait only
+    until the local model must start to still meet the deadline; otherwise (the device is
+    too slow for that) wait until the deadline itself and deliver the local result late.
+    """
+    in_time = captured + deadline - local_s
+    expected = start + predicted_ms / 1e3 if math.isfinite(predicted_ms) else math.inf
+    return in_time if expected <= in_time else captured + deadline
 
 
 @dataclass
@@ -34,7 +49,7 @@ class FrameRecord:
     index: int
     captured_s: float
     config: str
-    mode: str  # local | remote | probe | fallback | timeout
+    mode: str  # local | remote | fallback | timeout
     latency_ms: float
     hit: bool
     accuracy: float
@@ -117,6 +132,7 @@ class Simulator:
             elif policy.startswith("static:"):
                 controller = StaticController(s.profile, policy.split(":", 1)[1])
         result = RunResult(policy)
+        probes: list[tuple[float, float]] = []  # (sent, answered) of pings in flight
         edge_free = 0.0
         deadline = s.deadline_ms / 1e3
         for index in range(s.frame_count):
@@ -125,14 +141,13 @@ class Simulator:
             load = s.load(start)
             draws = {c.name: self._bytes(c, rng) for c in s.profile.configs}
             if policy == "oracle":
-                decision, mode = self._oracle(link, start, captured, load, draws), None
+                decision = self._oracle(link, start, captured, load, draws)
             else:
-                decision = controller.decide(start, estimator.snapshot())
-                mode = None
-                if isinstance(controller, AdaptiveController) and controller.probe_due(start):
-                    probe = controller.cheapest_remote()
-                    if probe is not None:
-                        decision, mode = Decision(probe, math.nan, "probe"), "probe"
+                probes = [p for p in probes if not self._probe_settled(p, start, estimator)]
+                decision = controller.decide(start, estimator.snapshot(), (start - captured) * 1e3)
+                if isinstance(controller, AdaptiveController) and not probes and controller.probe_due(start):
+                    # a small ping over the same link: has it come back?
+                    probes.append((start, link.send(start, PROBE_BYTES) + s.base_rtt_ms / 2e3))
             entry = decision.config
             head = entry.head_ms * load / 1e3
             estimator.head_time(entry.head_ms * load, entry.head_ms)
@@ -144,13 +159,16 @@ class Simulator:
                 sent = start + head
                 answer = link.send(sent, nbytes) + entry.tail_ms / 1e3 + s.base_rtt_ms / 2e3
                 if policy == "adaptive":
-                    give_up = max(sent, captured + deadline - self.fallback.head_ms * load / 1e3)
+                    give_up = fallback_instant(
+                        captured, start, deadline, self.fallback.head_ms * load / 1e3, decision.predicted_ms
+                    )
+                    give_up = max(give_up, sent)
                 else:
                     give_up = captured + deadline if policy.startswith("static:") else math.inf
                 if answer <= give_up:
                     estimator.answered(nbytes, answer - sent, entry.tail_ms / 1e3)
                     done = answer
-                    record = self._record(index, captured, entry, mode or "remote", done, nbytes, decision)
+                    record = self._record(index, captured, entry, "remote", done, nbytes, decision)
                 elif policy == "adaptive":
                     estimator.timed_out(nbytes, give_up - sent)
                     done = give_up + self.fallback.head_ms * load / 1e3
@@ -169,6 +187,14 @@ class Simulator:
             edge_free = done
         return result
 
+    @staticmethod
+    def _probe_settled(probe: tuple[float, float], now: float, estimator: LinkEstimator) -> bool:
+        sent, answered = probe
+        if answered <= now:
+            estimator.probe_answered(answered - sent)
+            return True
+        return now - sent > PROBE_TIMEOUT_S  # lost in the outage: the next one is due later
+
     def _record(
         self, index: int, captured: float, entry: ConfigProfile, mode: str, done: float, nbytes: int, decision: Decision
     ) -> FrameRecord:
@@ -179,7 +205,7 @@ class Simulator:
             config=entry.name,
             mode=mode,
             latency_ms=latency,
-            hit=latency <= self.s.deadline_ms + 1e-9,
+            hit=bool(latency <= self.s.deadline_ms + 1e-9),
             accuracy=entry.map,
             bytes_sent=nbytes,
             predicted_ms=decision.predicted_ms,

@@ -10,14 +10,18 @@ carries the decision and the estimates behind it.
 
 from __future__ import annotations
 
-import math
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ..adapt.controller import AdaptiveController, Decision, StaticController
+import grpc
+
+from ..adapt.controller import AdaptiveController, StaticController
 from ..adapt.estimators import LinkEstimator
 from ..adapt.profile import LOCAL, ConfigProfile, Profile
+from ..adapt.simulate import PROBE_TIMEOUT_S, fallback_instant
+from ..wire import kserve_v2_pb2 as pb
 from .client import FrameFailed, SplitClient
 from .frames import FrameResult
 
@@ -42,6 +46,8 @@ class AdaptiveEdge:
         client.on_failure = "local" if self.adaptive else client.on_failure
         client.max_resends = 0  # a late frame is not worth resending; the next frame is already due
         self.t0 = time.perf_counter()
+        self._probe: threading.Thread | None = None
+        self._probe_answers: list[float] = []  # round-trip times of pings that got through
 
     def run(self, frames: Iterable[Any], fps: float | None = None) -> Iterator[FrameResult]:
         """One result per frame.
@@ -63,17 +69,17 @@ class AdaptiveEdge:
 
     def process(self, image: Any, captured: float) -> FrameResult:
         now = time.perf_counter()
+        self._settle_probe()
         estimates = self.estimator.snapshot()
-        decision = self.controller.decide(now - self.t0, estimates)
-        if self.adaptive and self.controller.probe_due(now - self.t0):
-            probe = self.controller.cheapest_remote()
-            if probe is not None:
-                decision = Decision(probe, math.nan, "probe: is the link back?")
+        decision = self.controller.decide(now - self.t0, estimates, (now - captured) * 1e3)
+        if self.adaptive and self._probe is None and self.controller.probe_due(now - self.t0):
+            self._start_probe()
         entry = decision.config
         self._configure(entry)
         load = self.estimator.device.value
         if self.adaptive:
-            answer_by = captured + self.deadline_s - self.fallback.head_ms * load / 1e3
+            fallback_s = self.fallback.head_ms * load / 1e3
+            answer_by = fallback_instant(captured, now, self.deadline_s, fallback_s, decision.predicted_ms)
             self.client.local_input_size = self.fallback.config.input_size
         else:
             answer_by = captured + self.deadline_s
@@ -93,6 +99,26 @@ class AdaptiveEdge:
             "deadline_met": latency_ms <= self.deadline_s * 1e3,
         }
         return result
+
+    # -- probing the link while running locally ------------------------------------------------------
+    def _start_probe(self) -> None:
+        def ping() -> None:
+            sent = time.perf_counter()
+            try:
+                request = pb.ModelReadyRequest(name=self.client.spec.name)
+                self.client._stub.ModelReady(request, timeout=PROBE_TIMEOUT_S, metadata=self.client._metadata)
+                self._probe_answers.append(time.perf_counter() - sent)
+            except grpc.RpcError:
+                pass  # still down; the next probe is due later
+
+        self._probe = threading.Thread(target=ping, name="splitrt-probe", daemon=True)
+        self._probe.start()
+
+    def _settle_probe(self) -> None:
+        if self._probe is not None and not self._probe.is_alive():
+            self._probe = None
+            while self._probe_answers:
+                self.estimator.probe_answered(self._probe_answers.pop())
 
     def _configure(self, entry: ConfigProfile) -> None:
         c = entry.config
