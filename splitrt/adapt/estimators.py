@@ -36,8 +36,9 @@ class BandwidthEstimator:
     A sample is payload bytes over the time they spent on the link: RTT minus
     the server's processing time minus the base (propagation) RTT, the lowest
     such value seen recently.  Transfers too short to time are counted at the
-    shortest measurable time (a conservative sample, not a dropped one).  The prediction is the smaller of the byte-weighted
-    harmonic mean of the last samples and a fast and a slow EWMA, divided by
+    shortest measurable time (a conservative sample, not a dropped one).
+    The prediction is the smaller of the byte-weighted harmonic mean of the
+    last samples and a fast and a slow EWMA, divided by
     one plus the recent relative prediction error (RobustMPC's discount, here
     the capped mean rather than the maximum), so a link that just surprised us
     is trusted less.
