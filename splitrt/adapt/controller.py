@@ -142,7 +142,8 @@ class AdaptiveController:
         if best.name == current.name:
             self._better = None
             return Decision(current, current_pred, "keep")
-        if not self._fits(current, est) or self._ranks_below(best, current, est):
+        leaving_local = best.config.remote and not current.config.remote
+        if (not self._fits(current, est) and not leaving_local) or self._ranks_below(best, current, est):
             return self._switch(best, predicted, f"step down: {reason}", now_s)
         # Better than what we run: only after something better has looked feasible for long enough.
         if self._better is None:

@@ -235,7 +235,8 @@ class LinkEstimator:
         self.bandwidth.base_rtts.append(rtt_s)
         self.latency.observe(self.bandwidth.base_rtt_s)
         if self.consecutive_timeouts > 0 or self.bandwidth.predict() is None:
-            self.bandwidth.restart(self.last_good_bps or self.first_guess_bps)
+            # No more than the first guess: the link that just came back may not be the one that left.
+            self.bandwidth.restart(min(self.last_good_bps or self.first_guess_bps, self.first_guess_bps))
         self.consecutive_timeouts = 0
 
     def head_time(self, measured_ms: float, profiled_ms: float) -> None:

@@ -187,7 +187,6 @@ def main(args: Any) -> int:
         print(f"\nlive check: {args.live_seconds:g} s of {args.trace[0]} through splitrt channel ...")
         live = run_live(
             args.trace[0],
-            args.profile,
             args.deadline_ms,
             args.fps,
             args.live_seconds,
@@ -200,6 +199,12 @@ def main(args: Any) -> int:
             f"(difference {100 * live['difference']:+.1f} points); mean latency live "
             f"{live['live_mean_latency_ms']:.0f} ms vs simulated {live['simulated_mean_latency_ms']:.0f} ms; "
             f"live modes {live['live_modes']}"
+        )
+        print(
+            f"the live edge measured device load x{live['live_device_load']:.2f} and base RTT "
+            f"{live['live_rtt_ms']:.0f} ms; simulated with those: "
+            f"{100 * live['simulated_with_live_load_hit_rate']:.1f}% "
+            f"(difference {100 * live['difference_with_live_load']:+.1f} points)"
         )
     (out_dir / "summary.json").write_text(json.dumps({"traces": summary, "live": live}, indent=2))
     return 0

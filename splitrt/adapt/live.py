@@ -1,16 +1,20 @@
 """`splitrt simulate --live-seconds N`: the same experiment with real processes, to check the simulator.
 
-Starts ``splitrt-server``, a ``splitrt channel`` proxy replaying the trace
-and an adaptive ``splitrt-edge`` with the same deadline, frame rate and
-(emulated) device speed, then runs the simulator over the same stretch of
-trace and compares the deadline hit rates.
+Measures a profile with one compute thread, starts ``splitrt-server``, a
+``splitrt channel`` proxy replaying the trace and an adaptive
+``splitrt-edge`` (one thread each: they share this machine) with the same
+deadline, frame rate and emulated device speed, then runs the simulator
+with that profile over the same stretch of trace and compares the deadline
+hit rates.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,7 +54,6 @@ def _wait_serving(address: str, proc: subprocess.Popen, timeout_s: float = 180.0
 
 def run_live(
     trace_path: str,
-    profile_path: str,
     deadline_ms: float,
     fps: float,
     seconds: float,
@@ -58,6 +61,17 @@ def run_live(
     edge_slowdown: float,
     out_dir: Path,
 ) -> dict[str, Any]:
+    # Edge, server and proxy share this machine: one compute thread each, and a profile measured
+    # the same way, so the simulator and the live run describe the same device.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    live_profile = out_dir / "live-profile.json"
+    subprocess.run(
+        [sys.executable, "-m", "splitrt", "profile", "--images", "20", "--out", str(live_profile)],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    profile_path = str(live_profile)
     server_port, proxy_port = _free_port(), _free_port()
     server_address = f"127.0.0.1:{server_port}"
     frames = int(seconds * fps)
@@ -67,6 +81,7 @@ def run_live(
         [sys.executable, "-m", "splitrt.server.app", "--port", str(server_port), "--model", "shapes_fcos"],
         stdout=(logs / "server.log").open("w"),
         stderr=subprocess.STDOUT,
+        env=env,
     )
     proxy = None
     try:
@@ -89,6 +104,7 @@ def run_live(
             ],
             capture_output=True,
             text=True,
+            env=env,
         )  # fmt: skip
         if edge.returncode not in (0, 1):
             raise RuntimeError(f"splitrt-edge failed ({edge.returncode}): {edge.stderr[-2000:]}")
@@ -103,8 +119,17 @@ def run_live(
     lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
     live_hits = sum(1 for line in lines if line.get("deadline_met")) / max(1, len(lines))
     profile = Profile.load(profile_path).scaled(edge_slowdown)
-    scenario = Scenario(profile, Trace.load(trace_path), deadline_ms, fps=fps, seconds=seconds, base_rtt_ms=rtt_ms)
-    simulated = Simulator(scenario).run("adaptive").summary(deadline_ms)
+    trace = Trace.load(trace_path)
+    nominal = Scenario(profile, trace, deadline_ms, fps=fps, seconds=seconds, base_rtt_ms=rtt_ms)
+    simulated = Simulator(nominal).run("adaptive").summary(deadline_ms)
+    # The same, told what the live edge measured about itself and the path: its device was slower
+    # than profiled (edge, server and proxy share two cores) and loopback + proxy add RTT.
+    device_load = statistics.median(line["estimates"]["device_load"] for line in lines[len(lines) // 10 :])
+    live_rtt = statistics.median(line["estimates"]["rtt_ms"] for line in lines if line["estimates"]["rtt_ms"] > 0)
+    measured = Scenario(
+        profile, trace, deadline_ms, fps=fps, seconds=seconds, base_rtt_ms=live_rtt, load=lambda t: device_load
+    )
+    calibrated = Simulator(measured).run("adaptive").summary(deadline_ms)
     live_modes: dict[str, int] = {}
     for line in lines:
         live_modes[line["mode"]] = live_modes.get(line["mode"], 0) + 1
@@ -115,8 +140,13 @@ def run_live(
         "live_hit_rate": live_hits,
         "simulated_hit_rate": simulated["hit_rate"],
         "difference": live_hits - simulated["hit_rate"],
+        "live_device_load": device_load,
+        "live_rtt_ms": live_rtt,
+        "simulated_with_live_load_hit_rate": calibrated["hit_rate"],
+        "difference_with_live_load": live_hits - calibrated["hit_rate"],
         "live_modes": live_modes,
         "live_mean_latency_ms": sum(line["latency_ms"] for line in lines) / max(1, len(lines)),
         "simulated_mean_latency_ms": simulated["mean_latency_ms"],
+        "simulated_with_live_load_mean_latency_ms": calibrated["mean_latency_ms"],
         "jsonl": str(jsonl),
     }

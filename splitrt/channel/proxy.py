@@ -66,20 +66,20 @@ class ShapingProxy:
         self.delay_s = delay_ms / 1e3
         self.outage_mode = outage_mode
         self.stats = ProxyStats(outages=self.outages)
-        self._t0 = time.monotonic()
+        self._t0: float | None = None  # the trace starts with the first connection
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._watch: asyncio.Task | None = None
 
     def now(self) -> float:
-        return time.monotonic() - self._t0
+        """Seconds into the trace (0 until the first connection, so an experiment starts at its start)."""
+        return 0.0 if self._t0 is None else time.monotonic() - self._t0
 
     def in_outage(self, t: float | None = None) -> bool:
         t = self.now() if t is None else t
         return any(o.active(t) for o in self.outages)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        self._t0 = time.monotonic()
         self._server = await asyncio.start_server(self._accept, host, port)
         if self.outage_mode == "drop" and self.outages:
             self._watch = asyncio.create_task(self._drop_during_outages())
@@ -98,6 +98,8 @@ class ShapingProxy:
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._t0 is None:
+            self._t0 = time.monotonic()
         if self.outage_mode == "drop" and self.in_outage():
             self.stats.refused += 1
             writer.close()
@@ -179,6 +181,8 @@ class ShapingProxy:
                 writer.close()
 
     async def _drop_during_outages(self) -> None:
+        while self._t0 is None:
+            await asyncio.sleep(0.05)
         for outage in sorted(self.outages, key=lambda o: o.start_s):
             await asyncio.sleep(max(0.0, outage.start_s - self.now()))
             log.info("outage: resetting %d connections for %.1fs", len(self._connections), outage.duration_s)

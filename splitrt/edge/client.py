@@ -108,6 +108,7 @@ class SplitClient:
         #: Experiments only: make every on-device computation take this many times longer, to
         #: emulate a weaker device than the one running (the simulator's --edge-slowdown).
         self.device_slowdown = device_slowdown
+        self._fastest: dict[tuple, float] = {}
         self.target = target
         self.max_in_flight = max(1, max_in_flight)
         self.timeout_s = timeout_s
@@ -407,8 +408,16 @@ class SplitClient:
         return result_from_outputs(result, outputs)
 
     def _stretch(self, began: float) -> None:
+        """Emulate a slower device: add (slowdown - 1) x the fastest time this work has taken here.
+
+        Using the fastest time, not this one, keeps contention on this machine an additive
+        delay (as it would be on the emulated device) instead of multiplying it.
+        """
         if self.device_slowdown > 1.0:
-            time.sleep((self.device_slowdown - 1.0) * (time.perf_counter() - began))
+            key = (self.split, self.codec.name, self.width, self.local_input_size)
+            fastest = min(self._fastest.get(key, float("inf")), time.perf_counter() - began)
+            self._fastest[key] = fastest
+            time.sleep((self.device_slowdown - 1.0) * fastest)
 
     def _error(self, item: _Pending, reason: str) -> FrameResult:
         item.result.mode, item.result.error = "error", reason
