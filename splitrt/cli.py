@@ -107,7 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
     simulate = commands.add_parser(
         "simulate", help="replay a bandwidth trace in virtual time: adaptive vs static vs oracle, table + plots"
     )
-    simulate.add_argument("--trace", action="append", required=True, help="Mahimahi or time_s,mbps CSV (repeatable)")
+    simulate.add_argument(
+        "--trace",
+        action="append",
+        required=True,
+        help="Mahimahi file, time_s,mbps CSV, or constant:MBPS[:SECONDS] (repeatable)",
+    )
+    simulate.add_argument(
+        "--gilbert-elliott", metavar="PGB:PBG[:BAD]", help="overlay bursty outages (transitions per 100 ms)"
+    )
     simulate.add_argument("--profile", default="runs/profile.json", help="profile JSON (default: %(default)s)")
     simulate.add_argument("--deadline-ms", type=float, default=130.0, help="per-frame deadline (default: %(default)s)")
     simulate.add_argument("--fps", type=float, default=5.0, help="frame rate (default: %(default)s)")
@@ -133,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     channel = commands.add_parser(
         "channel", help="shaping TCP proxy: deliver the edge's bytes to the server at a trace's rate"
     )
-    channel.add_argument("--trace", help="Mahimahi or CSV trace (or use --mbps)")
+    channel.add_argument("--trace", help="Mahimahi or CSV trace, or constant:MBPS (or use --mbps)")
     channel.add_argument("--mbps", type=float, help="constant rate instead of a trace")
     channel.add_argument(
         "--listen", default="127.0.0.1:9000", help="address the edge connects to (default: %(default)s)"

@@ -202,3 +202,13 @@ def test_contention_schedule_slows_the_head():
     # under 3x load the 50 ms head + transfer no longer fits: the controller moves to JPEG offload
     assert {f.config for f in frames[60:100]} & {"offload/jpeg:90"}
     assert math.isfinite(frames[-1].latency_ms)
+
+
+def test_trace_specs():
+    from splitrt.channel.traces import open_trace
+
+    assert open_trace("constant:4:10").mean_mbps == pytest.approx(4.0)
+    bursty = open_trace("constant:4:60", gilbert_elliott="0.1:0.3")
+    assert bursty.mean_mbps < 4.0
+    with pytest.raises(TraceError, match="constant:MBPS"):
+        open_trace("constant:fast")

@@ -142,3 +142,20 @@ def test_adaptive_edge_through_the_proxy_survives_an_outage(server, shapes_profi
     finally:
         proxy.terminate()
         proxy.wait(timeout=10)
+
+
+def test_link_probe_is_answered_without_running_the_model(server):
+    import splitrt
+
+    with splitrt.connect(server.address, "shapes=shapes_fcos", split="features.6/eb2", codec="entropy") as client:
+        client.wait_ready(60)
+        rtt = client.probe(1200, timeout_s=5.0)
+        assert rtt is not None and 0 < rtt < 5.0
+        assert client.counters["server"] == 0  # not a frame
+
+
+def test_link_probe_to_a_dead_server_reports_no_answer():
+    import splitrt
+
+    with splitrt.connect(f"127.0.0.1:{free_port()}", "shapes_fcos", split="features.6/eb2", codec="entropy") as client:
+        assert client.probe(1200, timeout_s=0.5) is None

@@ -227,17 +227,19 @@ class LinkEstimator:
         self.consecutive_timeouts += 1
 
     def probe_answered(self, rtt_s: float) -> None:
-        """A small probe got through: the link is back; start from what it carried before it went down.
+        """A probe got through: the link is up.  After an outage, start again from a modest guess.
 
         Its round trip counts towards the base RTT like any frame's (the minimum over recent
-        ones), so one ping that waited for a sparse delivery slot does not inflate it.
+        ones), so one ping that waited for a sparse delivery slot does not inflate it.  It is
+        not a bandwidth sample: tried in the simulator, padded probes made the controller
+        chase every short good spell (more switches, more late frames).
         """
-        self.bandwidth.base_rtts.append(rtt_s)
-        self.latency.observe(self.bandwidth.base_rtt_s)
         if self.consecutive_timeouts > 0 or self.bandwidth.predict() is None:
             # No more than the first guess: the link that just came back may not be the one that left.
             self.bandwidth.restart(min(self.last_good_bps or self.first_guess_bps, self.first_guess_bps))
         self.consecutive_timeouts = 0
+        self.bandwidth.base_rtts.append(rtt_s)
+        self.latency.observe(self.bandwidth.base_rtt_s)
 
     def head_time(self, measured_ms: float, profiled_ms: float) -> None:
         self.device.observe(measured_ms, profiled_ms)

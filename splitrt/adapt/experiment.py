@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from ..channel.traces import Trace
+from ..channel.traces import open_trace
 from .profile import Profile
 from .simulate import RunResult, Scenario, Simulator, policies
 
@@ -121,7 +121,7 @@ def main(args: Any) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = []
     for trace_path in args.trace:
-        trace = Trace.load(trace_path)
+        trace = open_trace(trace_path, args.gilbert_elliott, args.seed)
         scenario = Scenario(
             profile=profile,
             trace=trace,

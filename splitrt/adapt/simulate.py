@@ -28,7 +28,7 @@ from .estimators import LinkEstimator
 from .profile import ConfigProfile, Profile
 
 LATENCY_CAP_FACTOR = 10.0  # a frame never answered counts this many deadlines late
-PROBE_BYTES = 200  # a health ping with its gRPC framing
+PROBE_BYTES = 200  # a probe with its gRPC framing
 PROBE_TIMEOUT_S = 1.0
 
 

@@ -8,7 +8,7 @@ import signal
 from typing import Any
 
 from .proxy import ShapingProxy, parse_outage
-from .traces import Trace
+from .traces import Trace, open_trace
 
 
 def split_address(text: str) -> tuple[str, int]:
@@ -39,7 +39,7 @@ def main(args: Any) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if (args.trace is None) == (args.mbps is None):
         raise SystemExit("give exactly one of --trace FILE or --mbps RATE")
-    trace = Trace.load(args.trace) if args.trace else Trace.constant(args.mbps, 3600)
+    trace = open_trace(args.trace) if args.trace else Trace.constant(args.mbps, 3600)
     outages = [parse_outage(o) for o in args.outage]
     proxy = ShapingProxy(
         trace,

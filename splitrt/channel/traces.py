@@ -164,6 +164,31 @@ class Trace:
         return np.diff(delivered) * 8 / 1e6 / window_s
 
 
+def open_trace(spec: str, gilbert_elliott: str | None = None, seed: int = 0) -> Trace:
+    """A trace file, or ``constant:MBPS[:SECONDS]``; optionally overlaid with Gilbert–Elliott outages.
+
+    ``gilbert_elliott`` is ``P_GOOD_TO_BAD:P_BAD_TO_GOOD[:BAD_FACTOR]`` per 100 ms step.
+    """
+    if spec.startswith("constant:"):
+        parts = spec.split(":")[1:]
+        try:
+            mbps, seconds = float(parts[0]), float(parts[1]) if len(parts) > 1 else 600.0
+        except (ValueError, IndexError):
+            raise TraceError(f"{spec!r}: expected constant:MBPS[:SECONDS]") from None
+        trace = Trace.constant(mbps, seconds)
+    else:
+        trace = Trace.load(spec)
+    if gilbert_elliott:
+        try:
+            values = [float(v) for v in gilbert_elliott.split(":")]
+            p_gb, p_bg = values[:2]
+            bad = values[2] if len(values) > 2 else 0.0
+        except ValueError:
+            raise TraceError(f"{gilbert_elliott!r}: expected P_GOOD_TO_BAD:P_BAD_TO_GOOD[:BAD_FACTOR]") from None
+        trace = trace.gilbert_elliott(p_gb, p_bg, bad, seed=seed)
+    return trace
+
+
 class Link:
     """A FIFO uplink over a trace plus a fixed one-way delay: what frames queued behind each other see."""
 

@@ -15,15 +15,14 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-import grpc
-
 from ..adapt.controller import AdaptiveController, StaticController
 from ..adapt.estimators import LinkEstimator
 from ..adapt.profile import LOCAL, ConfigProfile, Profile
 from ..adapt.simulate import PROBE_TIMEOUT_S, fallback_instant
-from ..wire import kserve_v2_pb2 as pb
 from .client import FrameFailed, SplitClient
 from .frames import FrameResult
+
+PROBE_PADDING = 64  # with gRPC and HTTP/2 framing about the simulator's PROBE_BYTES
 
 
 class AdaptiveEdge:
@@ -114,16 +113,12 @@ class AdaptiveEdge:
 
     # -- probing the link while running locally ------------------------------------------------------
     def _start_probe(self) -> None:
-        def ping() -> None:
-            sent = time.perf_counter()
-            try:
-                request = pb.ModelReadyRequest(name=self.client.spec.name)
-                self.client._stub.ModelReady(request, timeout=PROBE_TIMEOUT_S, metadata=self.client._metadata)
-                self._probe_answers.append(time.perf_counter() - sent)
-            except grpc.RpcError:
-                pass  # still down; the next probe is due later
+        def probe() -> None:
+            rtt = self.client.probe(PROBE_PADDING, PROBE_TIMEOUT_S)
+            if rtt is not None:  # None: still down; the next probe is due later
+                self._probe_answers.append(rtt)
 
-        self._probe = threading.Thread(target=ping, name="splitrt-probe", daemon=True)
+        self._probe = threading.Thread(target=probe, name="splitrt-probe", daemon=True)
         self._probe.start()
 
     def _settle_probe(self) -> None:

@@ -26,7 +26,7 @@ from ..models.base import INPUT_SPLIT, SplitError, SplitModel
 from ..models.spec import ModelSpec, parse_model_flag
 from ..wire import kserve_v2_pb2 as pb
 from ..wire import kserve_v2_pb2_grpc as pb_grpc
-from ..wire.protocol import DECODE_US, QUEUE_US, TAIL_US, WireError, build_request, parse_response
+from ..wire.protocol import DECODE_US, QUEUE_US, TAIL_US, WireError, build_probe, build_request, parse_response
 from .connection import Backoff, ConnectionOptions, call_metadata, open_channel
 from .frames import FrameResult, result_from_outputs, to_image_tensor
 
@@ -203,6 +203,16 @@ class SplitClient:
                     f"model {self.spec.name!r} not ready on {self.target} after {timeout_s:.0f}s ({last})"
                 )
             time.sleep(0.2)
+
+    def probe(self, padding: int, timeout_s: float) -> float | None:
+        """Round-trip seconds of a ``padding``-byte link probe, or None if it got no answer in time."""
+        request = build_probe(self.spec.name, f"probe-{self.session_id}", padding)
+        sent = time.perf_counter()
+        try:
+            self._stub.ModelInfer(request, timeout=timeout_s, metadata=self._metadata)
+        except grpc.RpcError:
+            return None
+        return time.perf_counter() - sent
 
     # -- one frame ------------------------------------------------------------------
     def detect(self, image: Any, answer_by: float | None = None) -> FrameResult:

@@ -14,7 +14,16 @@ from ..codecs import CodecError
 from ..models.base import SplitError
 from ..wire import kserve_v2_pb2 as pb
 from ..wire import kserve_v2_pb2_grpc as pb_grpc
-from ..wire.protocol import DECODE_US, PAYLOAD_INPUT, QUEUE_US, TAIL_US, WireError, build_response, parse_request
+from ..wire.protocol import (
+    DECODE_US,
+    PAYLOAD_INPUT,
+    QUEUE_US,
+    TAIL_US,
+    WireError,
+    build_response,
+    is_probe,
+    parse_request,
+)
 from .metrics import ServerMetrics
 from .repository import ModelRepository, RequestError
 from .security import RateLimiter, token_identity
@@ -152,6 +161,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         served = self.repository.get(request.model_name)
         if served is None:
             raise RequestError(grpc.StatusCode.NOT_FOUND, self._unknown_model(request.model_name))
+        if is_probe(request):  # an edge measuring its uplink: nothing to decode or run
+            return pb.ModelInferResponse(model_name=served.name, id=request.id)
         gauge = self.metrics.in_flight.labels(served.name)
         gauge.inc()
         try:

@@ -27,6 +27,8 @@ RESIZED_H, RESIZED_W = PREFIX + "resized_height", PREFIX + "resized_width"
 BATCH_H, BATCH_W = PREFIX + "batch_height", PREFIX + "batch_width"
 DECODE_US, QUEUE_US, TAIL_US = PREFIX + "decode_us", PREFIX + "queue_us", PREFIX + "tail_us"
 SESSION = "sequence_id"
+#: A link probe: padding the server answers at once, without decoding or running anything.
+PROBE = PREFIX + "probe"
 
 #: Name of the single input tensor splitrt sends; a plain client may use any name.
 PAYLOAD_INPUT = "PAYLOAD"
@@ -109,6 +111,21 @@ def build_request(
     for key, value in values.items():
         _set_param(request.parameters, key, value)
     return request
+
+
+def build_probe(model: str, probe_id: str, padding: int) -> pb.ModelInferRequest:
+    """A request that measures the link: ``padding`` bytes the server discards and answers at once."""
+    request = pb.ModelInferRequest(model_name=model, id=probe_id)
+    tensor = request.inputs.add()
+    tensor.name, tensor.datatype = PAYLOAD_INPUT, "UINT8"
+    tensor.shape.append(padding)
+    request.raw_input_contents.append(bytes(padding))
+    _set_param(request.parameters, PROBE, True)
+    return request
+
+
+def is_probe(request: pb.ModelInferRequest) -> bool:
+    return PROBE in request.parameters and _param_value(request.parameters[PROBE]) is True
 
 
 def parse_request(request: pb.ModelInferRequest) -> FrameRequest:
