@@ -103,7 +103,7 @@ class AdaptiveEdge:
         self._learn(entry, result, began, answer_by)
         done = time.perf_counter()
         latency_ms = (done - captured) * 1e3
-        result.extra = {
+        result.extra |= {
             "decision": {**decision.as_dict(), "mode": result.mode},
             "estimates": estimates.as_dict(),
             "latency_ms": round(latency_ms, 2),

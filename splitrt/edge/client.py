@@ -26,7 +26,16 @@ from ..models.base import INPUT_SPLIT, SplitError, SplitModel
 from ..models.spec import ModelSpec, parse_model_flag
 from ..wire import kserve_v2_pb2 as pb
 from ..wire import kserve_v2_pb2_grpc as pb_grpc
-from ..wire.protocol import DECODE_US, QUEUE_US, TAIL_US, WireError, build_probe, build_request, parse_response
+from ..wire.protocol import (
+    BATCH_SIZE,
+    DECODE_US,
+    QUEUE_US,
+    TAIL_US,
+    WireError,
+    build_probe,
+    build_request,
+    parse_response,
+)
 from .connection import Backoff, ConnectionOptions, call_metadata, open_channel
 from .frames import FrameResult, result_from_outputs, to_image_tensor
 
@@ -453,6 +462,8 @@ class SplitClient:
                 "total": (received - item.started) * 1e3,
             }
         )
+        if BATCH_SIZE in params:
+            result.extra["server_batch"] = int(params[BATCH_SIZE])
         if item.attempts > 1:
             result.note = f"answered after {item.attempts} attempts"
         self.counters["server"] += 1

@@ -78,6 +78,15 @@ class SplitModel(ABC, nn.Module):
     def full(self, image: Tensor) -> dict[str, Tensor]:
         """The unsplit reference model (the torchvision forward)."""
 
+    def tail_batch(
+        self, frames: list[tuple[OrderedDict[str, Tensor], FrameMeta]], split: str
+    ) -> list[dict[str, Tensor]]:
+        """Several frames' tails in one pass (cross-client batching), outputs in the frames' order.
+
+        The default runs them one by one; models override it where a real batch is possible.
+        """
+        return [self.tail(features, meta, split) for features, meta in frames]
+
     @contextmanager
     def at_input_size(self, size: int | None) -> Iterator[None]:
         """Run ``full`` at another input size: a cheaper, less accurate local model (None: as built)."""

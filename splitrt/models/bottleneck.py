@@ -261,6 +261,18 @@ class BottleneckDetector(DetectionSplitModel):
         restored = branch.decode(features[LATENT])
         return super().tail(OrderedDict([(self._specs[cut][0].name, restored)]), meta, cut)
 
+    def tail_batch(
+        self, frames: list[tuple[OrderedDict[str, Tensor], FrameMeta]], split: str
+    ) -> list[dict[str, Tensor]]:
+        if split not in self.branch_splits:
+            return super().tail_batch(frames, split)
+        branch = self.branch(split)
+        cut = branch.config.cut
+        name = self._specs[cut][0].name
+        # Decoded one by one (each frame may have its own width), then the rest as one batch.
+        restored = [(OrderedDict([(name, branch.decode(f[LATENT]))]), meta) for f, meta in frames]
+        return super().tail_batch(restored, cut)
+
     def prefilter_features(self, images: Tensor) -> Tensor:
         """The teacher's tensor at the prefilter's cut, for a normalised batch."""
         return self.teacher_prefix(self.prefilter_cut)(images)

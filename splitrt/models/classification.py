@@ -71,5 +71,15 @@ class ClassificationSplitModel(SplitModel):
         x = run_stages(self._stages, features[CARRY], OrderedDict(), self._cuts[split], len(self._stages))
         return {"logits": x}
 
+    def tail_batch(
+        self, frames: list[tuple[OrderedDict[str, Tensor], FrameMeta]], split: str
+    ) -> list[dict[str, Tensor]]:
+        self.check_split(split)
+        if split == INPUT_SPLIT or len(frames) == 1:
+            return super().tail_batch(frames, split)
+        carry = torch.cat([features[CARRY] for features, _ in frames])
+        logits = run_stages(self._stages, carry, OrderedDict(), self._cuts[split], len(self._stages))
+        return [{"logits": row.unsqueeze(0)} for row in logits]
+
     def full(self, image: Tensor) -> dict[str, Tensor]:
         return {"logits": self.classifier(self._preprocess(image))}

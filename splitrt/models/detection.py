@@ -103,6 +103,33 @@ class DetectionSplitModel(SplitModel):
         self.check_split(split)
         if split == INPUT_SPLIT:
             return self.full(features["image"][0])
+        return self._tail_group([(features, meta)], split)[0]
+
+    def tail_batch(
+        self, frames: list[tuple[OrderedDict[str, Tensor], FrameMeta]], split: str
+    ) -> list[dict[str, Tensor]]:
+        """Frames with the same padded size run as one batch; others in one batch per size."""
+        self.check_split(split)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for index, (features, meta) in enumerate(frames):
+            # Offloaded images batch with images of their size (so the padding is what one alone gets).
+            key = tuple(features["image"].shape) if split == INPUT_SPLIT else tuple(meta.batch_size_hw)
+            groups.setdefault(key, []).append(index)
+        outputs: list[dict[str, Tensor] | None] = [None] * len(frames)
+        for indices in groups.values():
+            group = [frames[i] for i in indices]
+            if split == INPUT_SPLIT:
+                results = self.detector([features["image"][0] for features, _ in group])
+            else:
+                results = self._tail_group(group, split)
+            for index, out in zip(indices, results):
+                outputs[index] = out
+        return outputs
+
+    def _tail_group(self, frames: list[tuple[OrderedDict[str, Tensor], FrameMeta]], split: str) -> list[dict]:
+        names = list(frames[0][0])
+        features = OrderedDict((name, torch.cat([f[name] for f, _ in frames])) for name in names)
+        metas = [meta for _, meta in frames]
         if split == self._neck_split:
             maps = features
         else:
@@ -112,12 +139,11 @@ class DetectionSplitModel(SplitModel):
             maps = self._neck(emitted) if self._neck is not None else emitted
         first = next(iter(maps.values()))
         # Only the padded batch's shape is read downstream (anchor strides), so a
-        # zero-stride view stands in for the image the edge never sent.
-        shape_only = first.new_zeros(()).expand(1, 3, *meta.batch_size_hw)
-        images = ImageList(shape_only, [meta.resized_size])
+        # zero-stride view stands in for the images the edges never sent.
+        shape_only = first.new_zeros(()).expand(len(frames), 3, *metas[0].batch_size_hw)
+        images = ImageList(shape_only, [m.resized_size for m in metas])
         detections = self._predict(self.detector, images, maps)
-        detections = self.detector.transform.postprocess(detections, images.image_sizes, [meta.original_size])
-        return detections[0]
+        return self.detector.transform.postprocess(detections, images.image_sizes, [m.original_size for m in metas])
 
     @contextmanager
     def at_input_size(self, size: int | None) -> Iterator[None]:

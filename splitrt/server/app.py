@@ -16,6 +16,7 @@ from ..logs import configure_logging
 from ..models.spec import ModelSpec, load_config, parse_model_flag, parse_options
 from ..wire import kserve_v2_pb2 as pb
 from ..wire import kserve_v2_pb2_grpc as pb_grpc
+from .batching import TailBatcher
 from .metrics import ServerMetrics
 from .repository import ModelRepository
 from .security import (
@@ -63,6 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="TOML file with [[models]] tables (name, arch, weights, options)")
     parser.add_argument(
         "--device", default="cpu", help="torch device for the tails: cpu, cuda, cuda:1 (default: %(default)s)"
+    )
+    batching = parser.add_argument_group("dynamic batching (across clients, per model and split point)")
+    batching.add_argument(
+        "--max-batch", type=int, default=1, help="frames per tail call; 1 turns batching off (default: %(default)s)"
+    )
+    batching.add_argument(
+        "--batch-delay-ms",
+        type=float,
+        default=5.0,
+        help="how long a frame may wait for others to fill its batch (default: %(default)s)",
     )
     security = parser.add_argument_group("security and limits")
     security.add_argument("--tls-cert", help="PEM certificate chain of this server (enables TLS)")
@@ -165,6 +176,10 @@ async def serve(args: argparse.Namespace, specs: list[ModelSpec]) -> int:
     await asyncio.wait([loading, waiter], return_when=asyncio.FIRST_COMPLETED)
     if loading.done():
         loading.result()  # re-raises a failed load
+        if args.max_batch > 1:
+            for served in repository.models():
+                served.batcher = TailBatcher(served, args.max_batch, args.batch_delay_ms / 1e3)
+            log.info("dynamic batching: up to %d frames, %.1f ms delay", args.max_batch, args.batch_delay_ms)
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("ready: serving %s on %s:%d", ", ".join(repository.names()), args.host, port)

@@ -43,6 +43,7 @@ class ServedModel:
         self.fingerprint = model.fingerprint()
         self.model: SplitModel = model.to(self.device).eval()
         self.tail_worker = ThreadPoolExecutor(1, thread_name_prefix=f"tail-{spec.name}")
+        self.batcher = None  # a TailBatcher when the server batches across clients
 
     def decode(self, frame: FrameRequest) -> tuple[OrderedDict[str, Tensor], FrameMeta]:
         """Decode and validate a frame's payload; raises CodecError or SplitError."""
@@ -111,7 +112,23 @@ class ServedModel:
             outputs = {k: outputs[k].cpu() for k in self.model.output_names}
         return outputs, start, time.perf_counter_ns()
 
+    def tail_batch(
+        self, frames: list[tuple[OrderedDict[str, Tensor], FrameMeta]], split: str
+    ) -> tuple[list[dict[str, Tensor]], int, int]:
+        """Several frames' tails in one call (the dynamic batcher's unit of work)."""
+        start = time.perf_counter_ns()
+        with torch.inference_mode():
+            on_device = [
+                (OrderedDict((k, v.to(self.device, non_blocking=True)) for k, v in features.items()), meta)
+                for features, meta in frames
+            ]
+            results = self.model.tail_batch(on_device, split)
+            results = [{k: out[k].cpu() for k in self.model.output_names} for out in results]
+        return results, start, time.perf_counter_ns()
+
     def close(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close()
         self.tail_worker.shutdown(wait=True, cancel_futures=True)
 
 
@@ -139,6 +156,9 @@ class ModelRepository:
 
     def names(self) -> list[str]:
         return list(self._models)
+
+    def models(self) -> list[ServedModel]:
+        return list(self._models.values())
 
     def close(self) -> None:
         for served in self._models.values():

@@ -15,6 +15,7 @@ from ..models.base import SplitError
 from ..wire import kserve_v2_pb2 as pb
 from ..wire import kserve_v2_pb2_grpc as pb_grpc
 from ..wire.protocol import (
+    BATCH_SIZE,
     DECODE_US,
     PAYLOAD_INPUT,
     QUEUE_US,
@@ -182,9 +183,13 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         self.metrics.bytes_in.labels(served.name, frame.split).inc(len(frame.payload))
         decoded = time.perf_counter_ns()
         try:
-            outputs, start, end = await loop.run_in_executor(
-                served.tail_worker, served.tail, features, meta, frame.split
-            )
+            if served.batcher is not None:
+                outputs, start, end, batch_size = await served.batcher.submit(features, meta, frame.split)
+            else:
+                outputs, start, end = await loop.run_in_executor(
+                    served.tail_worker, served.tail, features, meta, frame.split
+                )
+                batch_size = 1
         except _BAD_INPUT as exc:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"frame {request.id!r}: {exc}") from exc
         except Exception as exc:  # a tail failure must not take the server down
@@ -198,6 +203,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             DECODE_US: (decoded - arrival) // 1000,
             QUEUE_US: (start - decoded) // 1000,
             TAIL_US: (end - start) // 1000,
+            BATCH_SIZE: batch_size,
         }
         return build_response(served.name, request.id, outputs, timings)
 

@@ -26,6 +26,8 @@ ORIGINAL_H, ORIGINAL_W = PREFIX + "original_height", PREFIX + "original_width"
 RESIZED_H, RESIZED_W = PREFIX + "resized_height", PREFIX + "resized_width"
 BATCH_H, BATCH_W = PREFIX + "batch_height", PREFIX + "batch_width"
 DECODE_US, QUEUE_US, TAIL_US = PREFIX + "decode_us", PREFIX + "queue_us", PREFIX + "tail_us"
+#: How many frames shared the tail call that answered this one (1 without batching).
+BATCH_SIZE = PREFIX + "batch_size"
 SESSION = "sequence_id"
 #: A link probe: padding the server answers at once, without decoding or running anything.
 PROBE = PREFIX + "probe"

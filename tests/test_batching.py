@@ -1,0 +1,94 @@
+"""Cross-client batching: a batched tail gives each frame what its own tail gives."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from splitrt.data.datasets import ShapesDetection
+from splitrt.models import build_model
+
+from .conftest import TINY_CLASSIFIER
+
+
+def _frames(model, split, images, widths=None):
+    frames = []
+    for i, image in enumerate(images):
+        if widths:
+            model.branch(split).set_width(widths[i % len(widths)])
+        frames.append(model.head(image, split))
+    return frames
+
+
+def _same(batched, single, atol=1e-3):
+    assert len(batched) == len(single)
+    for b, s in zip(batched, single):
+        assert set(b) == set(s)
+        for key in s:
+            assert b[key].shape == s[key].shape, key
+            if s[key].is_floating_point():
+                torch.testing.assert_close(b[key], s[key], atol=atol, rtol=1e-3)
+            else:
+                assert torch.equal(b[key], s[key]), key
+
+
+@pytest.mark.parametrize(
+    "split,widths",
+    [("features.6/eb2", None), ("features.6/slim", [1.0, 0.25, 0.5]), ("features.3", None), ("input", None)],
+)
+def test_shapes_detector_batched_tail_matches_single(split, widths):
+    model = build_model("shapes_fcos")
+    data = ShapesDetection("test", 4)
+    images = [data[i][0] for i in range(4)]
+    images[1] = images[1][:, :120, :]  # another frame size: a batch of its own
+    with torch.inference_mode():
+        frames = _frames(model, split, images, widths)
+        single = [model.tail(f, m, split) for f, m in frames]
+        batched = model.tail_batch(frames, split)
+    _same(batched, single)
+
+
+def test_rcnn_and_classifier_batched_tails_match_single():
+    det = build_model(
+        "fasterrcnn_mobilenet_v3_large_320_fpn", num_classes=5, box_score_thresh=0.0, min_size=160, max_size=224
+    )
+    cls = TINY_CLASSIFIER.build()
+    images = [torch.rand(3, 120, 160) for _ in range(3)]
+    with torch.inference_mode():
+        for model, split in ((det, "features.6"), (det, "fpn"), (cls, "layer2")):
+            frames = _frames(model, split, images)
+            single = [model.tail(f, m, split) for f, m in frames]
+            _same(model.tail_batch(frames, split), single)
+
+
+def test_batching_server_answers_like_the_unbatched_one(server, models_config, tmp_path):
+    """Concurrent clients against a server batching up to 8 frames: same detections, batches > 1 seen."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import splitrt
+
+    from .conftest import start_server, stop_server
+
+    batching = start_server(
+        models_config, tmp_path / "batching.log", extra_args=["--max-batch", "8", "--batch-delay-ms", "50"]
+    )
+    data = ShapesDetection("test", 8)
+    images = [data[i][0] for i in range(8)]
+    try:
+
+        def run(address, index):
+            with splitrt.connect(address, "shapes=shapes_fcos", split="features.6/eb2", codec="entropy") as client:
+                return client.detect(images[index])
+
+        with ThreadPoolExecutor(8) as pool:
+            batched = list(pool.map(lambda i: run(batching.address, i), range(8)))
+        single = [run(server.address, i) for i in range(8)]
+    finally:
+        assert stop_server(batching) == 0
+    assert max(r.extra["server_batch"] for r in batched) > 1
+    assert all(r.extra["server_batch"] == 1 for r in single)
+    for b, s in zip(batched, single):
+        assert b.ok and s.ok
+        assert (b.labels == s.labels).all()
+        assert abs(b.boxes - s.boxes).max(initial=0) < 1e-2
+        assert b.timings_ms["server_queue"] >= 0
