@@ -82,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--split", default=DEMO_SPLIT, help="split (default: %(default)s)")
     load.add_argument("--codec", default=DEMO_CODEC, help="codec (default: %(default)s)")
     load.add_argument("--out", default="runs/bench-load.json", help="JSON output (default: %(default)s)")
+    load.add_argument(
+        "--max-batch",
+        type=int,
+        default=1,
+        help="also run a server batching up to N frames, side by side (default: off)",
+    )
+    load.add_argument("--batch-delay-ms", type=float, default=5.0, help="its batch delay (default: %(default)s)")
 
     switch = benches.add_parser("switch", help="cost of a slimmable width switch vs reloading a fixed bottleneck")
     switch.add_argument("--repeats", type=int, default=30, help="measurements per figure (default: %(default)s)")
@@ -302,7 +309,16 @@ def main(argv: list[str] | None = None) -> int:
         from .bench import load
 
         levels = [int(n) for n in args.clients.split(",")]
-        return load.main(levels, args.seconds, args.model, args.split, args.codec, Path(args.out))
+        return load.main(
+            levels,
+            args.seconds,
+            args.model,
+            args.split,
+            args.codec,
+            Path(args.out),
+            args.max_batch,
+            args.batch_delay_ms,
+        )
     if args.command == "bench" and args.bench == "switch":
         from .bench import switch
 

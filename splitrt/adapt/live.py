@@ -22,10 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from ..channel.traces import Trace
+from ..server.readiness import wait_serving
 from .profile import Profile
 from .simulate import Scenario, Simulator
 
@@ -34,22 +32,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _wait_serving(address: str, proc: subprocess.Popen, timeout_s: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"splitrt-server exited with {proc.returncode}")
-            try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0).status == 1:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.3)
-    raise TimeoutError(f"splitrt-server on {address} not serving after {timeout_s:.0f}s")
 
 
 def run_live(
@@ -85,7 +67,7 @@ def run_live(
     )
     proxy = None
     try:
-        _wait_serving(server_address, server)
+        wait_serving(server_address, server)
         proxy = subprocess.Popen(
             [
                 sys.executable, "-m", "splitrt", "channel", "--trace", trace_path,
