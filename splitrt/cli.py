@@ -145,6 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="also run server + proxy + adaptive edge for this long on the first trace and compare hit rates",
     )
 
+    export = commands.add_parser("export", help="export parts of a model for other runtimes")
+    exports = export.add_subparsers(dest="export", required=True, metavar="WHAT")
+    head = exports.add_parser("head", help="the edge's head as TorchScript (for libtorch devices)")
+    head.add_argument("--model", default=DEMO_MODEL, help="model (default: %(default)s)")
+    head.add_argument("--weights", help="safetensors weights (default: the shipped ones)")
+    head.add_argument("--split", default=DEMO_SPLIT, help="split point (default: %(default)s)")
+    head.add_argument("--width", type=float, help="width of a slimmable split (default: full)")
+    head.add_argument("--out", default="runs/head.pt", help="TorchScript file (default: %(default)s)")
+
     channel = commands.add_parser(
         "channel", help="shaping TCP proxy: deliver the edge's bytes to the server at a trace's rate"
     )
@@ -240,6 +249,16 @@ def main(argv: list[str] | None = None) -> int:
         from .adapt.experiment import main as simulate_main
 
         return simulate_main(args)
+    if args.command == "export" and args.export == "head":
+        from .data.datasets import ShapesDetection
+        from .edge.export import export_head
+        from .models.spec import parse_model_flag
+
+        model = parse_model_flag(args.model, args.weights).build()
+        example = ShapesDetection("val", 1)[0][0]
+        path = export_head(model, args.split, example, args.out, args.width)
+        print(f"head of {args.model} at {args.split} -> {path} (input: model.preprocess(image)[0])")
+        return 0
     if args.command == "channel":
         from .channel.cli import main as channel_main
 

@@ -251,7 +251,12 @@ class BottleneckDetector(DetectionSplitModel):
         if split not in self.branch_splits:
             return super().head(image, split)
         images, _ = self.detector.transform([image])
-        return OrderedDict([(LATENT, self.branch(split).encode(images.tensors))]), _frame_meta(image, images)
+        return self.head_from_batch(images.tensors, split), _frame_meta(image, images)
+
+    def head_from_batch(self, batch: Tensor, split: str) -> OrderedDict[str, Tensor]:
+        if split not in self.branch_splits:
+            return super().head_from_batch(batch, split)
+        return OrderedDict([(LATENT, self.branch(split).encode(batch))])
 
     def tail(self, features: OrderedDict[str, Tensor], meta: FrameMeta, split: str) -> dict[str, Tensor]:
         if split not in self.branch_splits:

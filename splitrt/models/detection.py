@@ -92,12 +92,23 @@ class DetectionSplitModel(SplitModel):
             resized_size=tuple(images.image_sizes[0]),
             batch_size_hw=(int(images.tensors.shape[-2]), int(images.tensors.shape[-1])),
         )
+        return self.head_from_batch(images.tensors, split), meta
+
+    def preprocess(self, image: Tensor) -> tuple[Tensor, FrameMeta]:
+        """The detector's own resize + normalise + pad: what an exported head expects as input."""
+        images, _ = self.detector.transform([image])
+        original = (int(image.shape[-2]), int(image.shape[-1]))
+        batch_hw = (int(images.tensors.shape[-2]), int(images.tensors.shape[-1]))
+        return images.tensors, FrameMeta(original, tuple(images.image_sizes[0]), batch_hw)
+
+    def head_from_batch(self, batch: Tensor, split: str) -> OrderedDict[str, Tensor]:
+        """The head after preprocessing: the part worth exporting (TorchScript) for a device."""
         emitted: OrderedDict[str, Tensor] = OrderedDict()
         stop = self._cuts.get(split, len(self._stages))
-        x = run_stages(self._stages, images.tensors, emitted, 0, stop)
+        x = run_stages(self._stages, batch, emitted, 0, stop)
         if split == self._neck_split:
-            return self._neck(emitted), meta
-        return cut_features(self._stages, x, emitted, stop), meta
+            return self._neck(emitted)
+        return cut_features(self._stages, x, emitted, stop)
 
     def tail(self, features: OrderedDict[str, Tensor], meta: FrameMeta, split: str) -> dict[str, Tensor]:
         self.check_split(split)

@@ -75,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=5.0,
         help="how long a frame may wait for others to fill its batch (default: %(default)s)",
     )
+    parser.add_argument(
+        "--max-connection-age-s",
+        type=float,
+        default=0.0,
+        help="end each client connection after this long so edges rebalance over replicas (default: never)",
+    )
     security = parser.add_argument_group("security and limits")
     security.add_argument("--tls-cert", help="PEM certificate chain of this server (enables TLS)")
     security.add_argument("--tls-key", help="PEM private key of this server")
@@ -107,6 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def connection_age_options(max_age_s: float) -> list[tuple[str, int]]:
+    """Close connections after ``max_age_s`` (GOAWAY, then a grace period for frames in flight).
+
+    Behind an L7 load balancer a long-lived stream stays on the replica it started on;
+    ending connections now and then (the edge reconnects and resends) spreads edges over
+    replicas that were added since.
+    """
+    if max_age_s <= 0:
+        return []
+    return [("grpc.max_connection_age_ms", int(max_age_s * 1000)), ("grpc.max_connection_age_grace_ms", 10_000)]
+
+
 def model_specs(args: argparse.Namespace) -> list[ModelSpec]:
     specs = load_config(args.config) if args.config else []
     options = parse_options(args.model_option)
@@ -132,6 +150,7 @@ async def serve(args: argparse.Namespace, specs: list[ModelSpec]) -> int:
             # Let clients ping every 60 s on idle streams (gRPC's server default refuses pings under 5 min).
             ("grpc.http2.min_ping_interval_without_data_ms", 60_000),
             ("grpc.keepalive_permit_without_calls", 1),
+            *connection_age_options(args.max_connection_age_s),
         ],
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(service, server)
