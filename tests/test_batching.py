@@ -92,3 +92,33 @@ def test_batching_server_answers_like_the_unbatched_one(server, models_config, t
         assert (b.labels == s.labels).all()
         assert abs(b.boxes - s.boxes).max(initial=0) < 1e-2
         assert b.timings_ms["server_queue"] >= 0
+
+
+def test_connections_are_aged_out_and_clients_carry_on(tmp_path):
+    """--max-connection-age-s: the server ends connections (GOAWAY); frames keep being answered."""
+    import time
+
+    import splitrt
+
+    from .conftest import TINY_CLASSIFIER_TOML, start_server, stop_server
+
+    config = tmp_path / "models.toml"
+    config.write_text(TINY_CLASSIFIER_TOML)
+    aging = start_server(config, tmp_path / "aging.log", extra_args=["--max-connection-age-s", "1"])
+    try:
+        import psutil
+
+        port = int(aging.address.rsplit(":", 1)[1])
+        local_ports = set()
+        with splitrt.connect(aging.address, TINY_CLASSIFIER, split="layer2", codec="int8-zstd") as client:
+            results = []
+            for _ in range(8):
+                results.append(client.detect(torch.rand(3, 64, 64)))
+                local_ports |= {
+                    c.laddr.port for c in psutil.Process().net_connections("tcp") if c.raddr and c.raddr.port == port
+                }
+                time.sleep(0.4)
+        assert all(r.ok and r.mode == "split" for r in results)
+        assert len(local_ports) >= 2, "the server should have ended the first connection"
+    finally:
+        assert stop_server(aging) == 0
