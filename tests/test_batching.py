@@ -122,3 +122,37 @@ def test_connections_are_aged_out_and_clients_carry_on(tmp_path):
         assert len(local_ports) >= 2, "the server should have ended the first connection"
     finally:
         assert stop_server(aging) == 0
+
+
+def test_server_refuses_devices_it_does_not_have():
+    import subprocess
+    import sys
+
+    if not torch.cuda.is_available():
+        run = subprocess.run(
+            [sys.executable, "-m", "splitrt.server.app", "--device", "cuda"], capture_output=True, text=True
+        )
+        assert run.returncode == 2 and "no CUDA device" in run.stderr
+    run = subprocess.run([sys.executable, "-m", "splitrt.server.app", "--fp16"], capture_output=True, text=True)
+    assert run.returncode == 2 and "--device cuda" in run.stderr
+    run = subprocess.run(
+        [sys.executable, "-m", "splitrt.server.app", "--device", "toaster"], capture_output=True, text=True
+    )
+    assert run.returncode == 2 and "not a torch device" in run.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (the GPU path; CI has none)")
+def test_cuda_tails_match_cpu_tails():
+    from splitrt.models.spec import ModelSpec
+    from splitrt.server.repository import ServedModel
+
+    spec = ModelSpec("shapes", "shapes_fcos")
+    cpu, gpu, half = ServedModel(spec, "cpu"), ServedModel(spec, "cuda"), ServedModel(spec, "cuda", fp16=True)
+    data = ShapesDetection("test", 4)
+    frames = _frames(cpu.model, "features.6/eb2", [data[i][0] for i in range(4)])
+    reference, _, _ = cpu.tail_batch(frames, "features.6/eb2")
+    on_gpu, _, _ = gpu.tail_batch(frames, "features.6/eb2")
+    _same(on_gpu, reference, atol=1e-2)
+    in_half, _, _ = half.tail_batch(frames, "features.6/eb2")
+    for h, r in zip(in_half, reference):
+        assert h["boxes"].dtype == torch.float32 and len(h["boxes"]) > 0 and len(r["boxes"]) > 0

@@ -18,7 +18,7 @@ from ..wire import kserve_v2_pb2 as pb
 from ..wire import kserve_v2_pb2_grpc as pb_grpc
 from .batching import TailBatcher
 from .metrics import ServerMetrics
-from .repository import ModelRepository
+from .repository import ModelRepository, check_device
 from .security import (
     TOKENS_ENV,
     RateLimiter,
@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--device", default="cpu", help="torch device for the tails: cpu, cuda, cuda:1 (default: %(default)s)"
     )
+    parser.add_argument("--fp16", action="store_true", help="run tails in half precision (CUDA only)")
     batching = parser.add_argument_group("dynamic batching (across clients, per model and split point)")
     batching.add_argument(
         "--max-batch", type=int, default=1, help="frames per tail call; 1 turns batching off (default: %(default)s)"
@@ -137,7 +138,11 @@ async def serve(args: argparse.Namespace, specs: list[ModelSpec]) -> int:
     repository = ModelRepository()
     metrics = ServerMetrics()
     service = InferenceService(
-        repository, args.device, metrics, RateLimiter(args.max_rate), stream_concurrency=args.max_in_flight
+        repository,
+        args.device + (":fp16" if args.fp16 else ""),
+        metrics,
+        RateLimiter(args.max_rate),
+        stream_concurrency=args.max_in_flight,
     )
     credentials = server_credentials(args.tls_cert, args.tls_key, args.tls_ca)
     tokens = load_tokens(args.auth_token_file)
@@ -190,7 +195,7 @@ async def serve(args: argparse.Namespace, specs: list[ModelSpec]) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    loading = loop.run_in_executor(None, repository.load, specs, args.device)
+    loading = loop.run_in_executor(None, repository.load, specs, args.device, args.fp16)
     waiter = asyncio.ensure_future(stop.wait())
     await asyncio.wait([loading, waiter], return_when=asyncio.FIRST_COMPLETED)
     if loading.done():
@@ -216,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level, args.log_format)
     try:
+        check_device(args.device, args.fp16)
         specs = model_specs(args)
     except (ValueError, FileNotFoundError) as exc:
         print(f"splitrt-server: {exc}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -35,10 +36,11 @@ class ServedModel:
     and a single worker makes the queue time the server reports meaningful.
     """
 
-    def __init__(self, spec: ModelSpec, device: str = "cpu") -> None:
+    def __init__(self, spec: ModelSpec, device: str = "cpu", fp16: bool = False) -> None:
         self.spec = spec
         self.name = spec.name
-        self.device = torch.device(device)
+        self.device = check_device(device, fp16)
+        self.fp16 = fp16
         model = spec.build()
         self.fingerprint = model.fingerprint()
         self.model: SplitModel = model.to(self.device).eval()
@@ -108,8 +110,9 @@ class ServedModel:
         start = time.perf_counter_ns()
         with torch.inference_mode():
             on_device = OrderedDict((k, v.to(self.device, non_blocking=True)) for k, v in features.items())
-            outputs = self.model.tail(on_device, meta, split)
-            outputs = {k: outputs[k].cpu() for k in self.model.output_names}
+            with self._precision():
+                outputs = self.model.tail(on_device, meta, split)
+            outputs = {k: _to_cpu(outputs[k]) for k in self.model.output_names}
         return outputs, start, time.perf_counter_ns()
 
     def tail_batch(
@@ -122,9 +125,16 @@ class ServedModel:
                 (OrderedDict((k, v.to(self.device, non_blocking=True)) for k, v in features.items()), meta)
                 for features, meta in frames
             ]
-            results = self.model.tail_batch(on_device, split)
-            results = [{k: out[k].cpu() for k in self.model.output_names} for out in results]
+            with self._precision():
+                results = self.model.tail_batch(on_device, split)
+            results = [{k: _to_cpu(out[k]) for k in self.model.output_names} for out in results]
         return results, start, time.perf_counter_ns()
+
+    def _precision(self):
+        """fp16 tails on CUDA run under autocast: convolutions in half, box decoding stays in float."""
+        if self.fp16:
+            return torch.autocast(device_type=self.device.type, dtype=torch.float16)
+        return contextlib.nullcontext()
 
     def close(self) -> None:
         if self.batcher is not None:
@@ -132,15 +142,35 @@ class ServedModel:
         self.tail_worker.shutdown(wait=True, cancel_futures=True)
 
 
+def check_device(device: str, fp16: bool = False) -> torch.device:
+    """The torch device for tails, refusing what this machine cannot do with a reason."""
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"--device {device!r} is not a torch device (cpu, cuda, cuda:1): {exc}") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device!r}: this machine has no CUDA device (torch {torch.__version__})")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if fp16 and parsed.type != "cuda":
+        raise ValueError("--fp16 runs tails in half precision on a GPU; use it with --device cuda")
+    return parsed
+
+
+def _to_cpu(tensor: Tensor) -> Tensor:
+    tensor = tensor.cpu()
+    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
+
+
 class ModelRepository:
     def __init__(self) -> None:
         self._models: dict[str, ServedModel] = {}
         self.ready = False
 
-    def load(self, specs: list[ModelSpec], device: str) -> None:
+    def load(self, specs: list[ModelSpec], device: str, fp16: bool = False) -> None:
         for spec in specs:
             started = time.perf_counter()
-            self._models[spec.name] = ServedModel(spec, device)
+            self._models[spec.name] = ServedModel(spec, device, fp16)
             log.info(
                 "loaded model %s (%s, fingerprint %s) on %s in %.1fs",
                 spec.name,
