@@ -154,6 +154,17 @@ def build_parser() -> argparse.ArgumentParser:
     head.add_argument("--width", type=float, help="width of a slimmable split (default: full)")
     head.add_argument("--out", default="runs/head.pt", help="TorchScript file (default: %(default)s)")
 
+    triton = exports.add_parser("triton", help="a Triton model repository serving the tails (Python backend)")
+    triton.add_argument("--model", action="append", default=[], metavar="[NAME=]ARCH", help="model (repeatable)")
+    triton.add_argument("--config", help="TOML file with [[models]] tables, as for splitrt-server")
+    triton.add_argument("--out", default="runs/triton-repository", help="repository folder (default: %(default)s)")
+    triton.add_argument("--max-batch", type=int, default=16, help="Triton dynamic batching (default: %(default)s)")
+    triton.add_argument("--delay-us", type=int, default=5000, help="max queue delay, µs (default: %(default)s)")
+    triton.add_argument("--instances", type=int, default=1, help="model instances (default: %(default)s)")
+    triton.add_argument(
+        "--pytriton", help="site-packages holding nvidia-pytriton: also write its backend folder and print the command"
+    )
+
     channel = commands.add_parser(
         "channel", help="shaping TCP proxy: deliver the edge's bytes to the server at a trace's rate"
     )
@@ -218,6 +229,25 @@ def demo(args: argparse.Namespace) -> int:
     return edge.returncode or server_code
 
 
+def export_triton(args: argparse.Namespace) -> int:
+    from .models.spec import load_config, parse_model_flag
+    from .server import triton
+
+    specs = load_config(args.config) if args.config else []
+    specs += [parse_model_flag(name) for name in args.model] or ([] if specs else [parse_model_flag(DEMO_MODEL)])
+    out = triton.write_repository(specs, args.out, args.instances, args.max_batch, args.delay_us)
+    print(f"Triton model repository: {out} ({', '.join(s.name for s in specs)})")
+    site = triton.find_tritonserver(args.pytriton)
+    if site is None:
+        print("nvidia-pytriton not found: install it (pip install nvidia-pytriton, numpy<2) and pass --pytriton")
+        return 0
+    backends = triton.backend_directory(site, Path(args.out).with_name(Path(args.out).name + "-backends"))
+    env = triton.triton_environment(site)
+    command = " ".join(triton.tritonserver_command(site, out, backends, 8001))
+    print(f"run it with:\n  LD_LIBRARY_PATH={env['LD_LIBRARY_PATH']} {command}")
+    return 0
+
+
 def list_models() -> int:
     from .models import build_model
     from .models import list_models as names
@@ -259,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
         path = export_head(model, args.split, example, args.out, args.width)
         print(f"head of {args.model} at {args.split} -> {path} (input: model.preprocess(image)[0])")
         return 0
+    if args.command == "export" and args.export == "triton":
+        return export_triton(args)
     if args.command == "channel":
         from .channel.cli import main as channel_main
 

@@ -103,5 +103,10 @@ def result_from_outputs(base: FrameResult, outputs: dict[str, Any]) -> FrameResu
             return None
         return value.detach().cpu().numpy() if isinstance(value, Tensor) else np.asarray(value)
 
-    base.boxes, base.scores, base.labels, base.logits = arr("boxes"), arr("scores"), arr("labels"), arr("logits")
+    boxes, scores, labels = arr("boxes"), arr("scores"), arr("labels")
+    # A batching server (Triton) answers with a leading batch dimension of one; drop it.
+    base.boxes = None if boxes is None else boxes.reshape(-1, 4)
+    base.scores = None if scores is None else scores.reshape(-1)
+    base.labels = None if labels is None else labels.reshape(-1)
+    base.logits = arr("logits")
     return base

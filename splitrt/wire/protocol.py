@@ -93,7 +93,7 @@ def build_request(
     request = pb.ModelInferRequest(model_name=model, id=str(frame_id))
     tensor = request.inputs.add()
     tensor.name, tensor.datatype = PAYLOAD_INPUT, "UINT8"
-    tensor.shape.append(len(payload))
+    tensor.shape.extend([1, len(payload)])  # a batch of one frame, so batching servers (Triton) take it too
     request.raw_input_contents.append(payload)
     values: dict[str, object] = {
         CODEC: codec,
@@ -120,7 +120,7 @@ def build_probe(model: str, probe_id: str, padding: int) -> pb.ModelInferRequest
     request = pb.ModelInferRequest(model_name=model, id=probe_id)
     tensor = request.inputs.add()
     tensor.name, tensor.datatype = PAYLOAD_INPUT, "UINT8"
-    tensor.shape.append(padding)
+    tensor.shape.extend([1, padding])
     request.raw_input_contents.append(bytes(padding))
     _set_param(request.parameters, PROBE, True)
     return request
@@ -149,9 +149,13 @@ def parse_request(request: pb.ModelInferRequest) -> FrameRequest:
         raise WireError(f"input shape {list(tensor.shape)} does not match the {len(payload)} payload bytes")
     if not payload:
         raise WireError("the payload is empty")
-    params = read_params(request.parameters)
+    return frame_from_params(request.model_name, request.id, payload, read_params(request.parameters))
+
+
+def frame_from_params(model: str, frame_id: str, payload: bytes, params: dict[str, object]) -> FrameRequest:
+    """A frame from its payload and request parameters (also what a Triton Python backend receives)."""
     if CODEC not in params:
-        return FrameRequest(request.model_name, request.id, payload, PLAIN_CLIENT_CODEC, INPUT_SPLIT, None, None)
+        return FrameRequest(model, frame_id, payload, PLAIN_CLIENT_CODEC, INPUT_SPLIT, None, None)
     codec, split = params.get(CODEC), params.get(SPLIT)
     if not isinstance(codec, str) or not isinstance(split, str):
         raise WireError(f"parameters {CODEC} and {SPLIT} must both be strings")
@@ -162,7 +166,7 @@ def parse_request(request: pb.ModelInferRequest) -> FrameRequest:
     if width is not None and (isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width <= 1):
         raise WireError(f"parameter {WIDTH} must be a fraction in (0, 1], got {width!r}")
     meta = _read_meta(params)
-    return FrameRequest(request.model_name, request.id, payload, codec, split, meta, fingerprint, width)
+    return FrameRequest(model, frame_id, payload, codec, split, meta, fingerprint, width)
 
 
 def _read_meta(params: dict[str, object]) -> FrameMeta:
