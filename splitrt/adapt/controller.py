@@ -81,8 +81,7 @@ class AdaptiveController:
         self.split_up_after_s = split_up_after_s
         self.probe_every_s = probe_every_s
         self.current: ConfigProfile | None = None
-        self._better: ConfigProfile | None = None
-        self._better_since = 0.0
+        self._better_since: float | None = None  # since when something better than current looks feasible
         self._last_probe = -math.inf  # nothing is known at start: the first frame probes the link
         self.explore_after_s = explore_after_s
         self._explore_wait = explore_after_s
@@ -140,15 +139,14 @@ class AdaptiveController:
             return self._switch(best, predicted, reason, now_s)
         current_pred = self.predict_ms(current, est)
         if best.name == current.name:
-            self._better = None
+            self._better_since = None
             return Decision(current, current_pred, "keep")
         leaving_local = best.config.remote and not current.config.remote
         if (not self._fits(current, est) and not leaving_local) or self._ranks_below(best, current, est):
             return self._switch(best, predicted, f"step down: {reason}", now_s)
         # Better than what we run: only after something better has looked feasible for long enough.
-        if self._better is None:
+        if self._better_since is None:
             self._better_since = now_s
-        self._better = best
         # Moving between split points costs more than a width change; leaving local-only for the link
         # (after a probe got through) is a width-like step.
         split_change = best.config.split != current.config.split and current.config.remote
@@ -203,5 +201,5 @@ class AdaptiveController:
         if entry.config.remote and (self.current is None or not self.current.config.remote):
             self._remote_since = now_s
         self.current = entry
-        self._better = None
+        self._better_since = None
         return Decision(entry, predicted, reason)

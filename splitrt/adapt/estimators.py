@@ -58,7 +58,6 @@ class BandwidthEstimator:
         self.min_transfer_s = min_transfer_s
         self.initial_bps = initial_bps
         self.base_rtts: deque[float] = deque(maxlen=base_window)
-        self.last_sample_bps: float | None = None
 
     @property
     def base_rtt_s(self) -> float:
@@ -91,7 +90,6 @@ class BandwidthEstimator:
         if bound:  # an outage: forget what the EWMAs remembered about better times
             self.fast.value = min(self.fast.value, sample)
             self.slow.value = min(self.slow.value, sample)
-        self.last_sample_bps = sample
         return sample
 
     def restart(self, initial_bps: float | None) -> None:
@@ -164,12 +162,9 @@ class ServerLoadEstimator:
 
     def __init__(self, alpha: float = 0.3) -> None:
         self.queue = Ewma(alpha, 0.0)
-        self.tail = Ewma(alpha)
 
-    def observe(self, queue_s: float, tail_s: float | None = None) -> None:
+    def observe(self, queue_s: float) -> None:
         self.queue.update(queue_s)
-        if tail_s is not None:
-            self.tail.update(tail_s)
 
     @property
     def queue_s(self) -> float:
@@ -217,7 +212,7 @@ class LinkEstimator:
     def answered(self, nbytes: float, rtt_s: float, server_s: float, queue_s: float = 0.0) -> None:
         self.bandwidth.observe(nbytes, rtt_s, server_s)
         self.latency.observe(self.bandwidth.base_rtt_s)
-        self.server.observe(queue_s, server_s - queue_s)
+        self.server.observe(queue_s)
         self.consecutive_timeouts = 0
 
     def timed_out(self, nbytes: float, waited_s: float) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,15 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from ..channel.traces import Trace
+from ..cli import free_port
 from ..server.readiness import wait_serving
 from .profile import Profile
 from .simulate import Scenario, Simulator
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run_live(
@@ -54,7 +48,7 @@ def run_live(
         capture_output=True,
     )
     profile_path = str(live_profile)
-    server_port, proxy_port = _free_port(), _free_port()
+    server_port, proxy_port = free_port(), free_port()
     server_address = f"127.0.0.1:{server_port}"
     frames = int(seconds * fps)
     jsonl = out_dir / f"live-{Path(trace_path).name.replace('.', '_')}.jsonl"

@@ -15,7 +15,7 @@ import json
 import platform
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -91,9 +91,7 @@ class Profile:
     def scaled(self, edge_slowdown: float) -> Profile:
         """The same profile for a device ``edge_slowdown`` times slower (for experiments)."""
         configs = [
-            ConfigProfile(
-                **{**_shallow(c), "head_ms": c.head_ms * edge_slowdown, "head_p95_ms": c.head_p95_ms * edge_slowdown}
-            )
+            replace(c, head_ms=c.head_ms * edge_slowdown, head_p95_ms=c.head_p95_ms * edge_slowdown)
             for c in self.configs
         ]
         device = {**self.device, "edge_slowdown": edge_slowdown}
@@ -118,10 +116,6 @@ class Profile:
             return cls(data["model"], data["fingerprint"], data["device"], data["images"], configs)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path} is not a splitrt profile: {exc}") from exc
-
-
-def _shallow(entry: ConfigProfile) -> dict[str, Any]:
-    return {f: getattr(entry, f) for f in entry.__dataclass_fields__}
 
 
 def default_configurations(model: SplitModel) -> list[Configuration]:
@@ -223,11 +217,7 @@ def remeasure_heads(profile: Profile, model: SplitModel, images: list[torch.Tens
             times.append((time.perf_counter() - began) * 1e3)
             if len(times) >= 50:
                 break
-        configs.append(
-            ConfigProfile(
-                **{**_shallow(entry), "head_ms": statistics.median(times), "head_p95_ms": _quantile(times, 0.95)}
-            )
-        )
+        configs.append(replace(entry, head_ms=statistics.median(times), head_p95_ms=_quantile(times, 0.95)))
     device = {**device_description(), "remeasured": True}
     return Profile(profile.model, profile.fingerprint, device, profile.images, configs)
 

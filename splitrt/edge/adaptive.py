@@ -136,7 +136,7 @@ class AdaptiveEdge:
 
     def _learn(self, entry: ConfigProfile, result: FrameResult, began: float, answer_by: float) -> None:
         t = result.timings_ms
-        if "head" in t and not result.mode == "fallback":
+        if "head" in t and result.mode != "fallback":
             self.estimator.head_time(t["head"] + t.get("encode", 0.0), entry.head_ms)
         if result.mode in ("split", "offload") and "network" in t:
             server = t.get("server", 0.0) / 1e3

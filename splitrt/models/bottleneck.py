@@ -19,7 +19,7 @@ with warnings.catch_warnings():  # compressai's import warns about torch.jit.scr
     warnings.simplefilter("ignore", FutureWarning)
     from compressai.entropy_models.entropy_models import EntropyModel
 
-from .base import FeatureSpec, FrameMeta, SplitError
+from .base import INPUT_SPLIT, FeatureSpec, FrameMeta, SplitError
 from .detection import DetectionSplitModel
 from .stages import Stage
 
@@ -176,15 +176,6 @@ class BottleneckBranch(nn.Module):
             raise SplitError("this bottleneck is not entropy-coded; use a feature codec such as bottleneck-int8-zstd")
 
 
-def _frame_meta(image: Tensor, images) -> FrameMeta:
-    """Original size, resized size and padded batch size of one transformed frame."""
-    return FrameMeta(
-        (int(image.shape[-2]), int(image.shape[-1])),
-        tuple(images.image_sizes[0]),
-        (int(images.tensors.shape[-2]), int(images.tensors.shape[-1])),
-    )
-
-
 def branch_key(split: str) -> str:
     """nn.ModuleDict keys cannot hold dots."""
     return split.replace(".", "_").replace("/", "__")
@@ -247,12 +238,6 @@ class BottleneckDetector(DetectionSplitModel):
             return
         super().check_features(features, split)
 
-    def head(self, image: Tensor, split: str) -> tuple[OrderedDict[str, Tensor], FrameMeta]:
-        if split not in self.branch_splits:
-            return super().head(image, split)
-        images, _ = self.detector.transform([image])
-        return self.head_from_batch(images.tensors, split), _frame_meta(image, images)
-
     def head_from_batch(self, batch: Tensor, split: str) -> OrderedDict[str, Tensor]:
         if split not in self.branch_splits:
             return super().head_from_batch(batch, split)
@@ -261,10 +246,7 @@ class BottleneckDetector(DetectionSplitModel):
     def tail(self, features: OrderedDict[str, Tensor], meta: FrameMeta, split: str) -> dict[str, Tensor]:
         if split not in self.branch_splits:
             return super().tail(features, meta, split)
-        branch = self.branch(split)
-        cut = branch.config.cut
-        restored = branch.decode(features[LATENT])
-        return super().tail(OrderedDict([(self._specs[cut][0].name, restored)]), meta, cut)
+        return self.tail_batch([(features, meta)], split)[0]
 
     def tail_batch(
         self, frames: list[tuple[OrderedDict[str, Tensor], FrameMeta]], split: str
@@ -310,23 +292,27 @@ class BottleneckDetector(DetectionSplitModel):
         if self.prefilter is None:
             raise SplitError(f"model {self.name!r} has no prefilter")
         threshold = float(self.prefilter.threshold) if threshold is None else threshold
-        if not self.shares_prefilter_input(split):
-            score = self.prefilter_score(image)
-            return score, (self.head(image, split) if score >= threshold else None)
-        images, _ = self.detector.transform([image])
-        branch = self.branch(split)
-        cut_features = branch.student(images.tensors)
-        score = float(torch.sigmoid(self.prefilter(cut_features))[0])
+        batch, meta = self.preprocess(image)
+        if self.shares_prefilter_input(split):
+            branch = self.branch(split)
+            cut_features = branch.student(batch)
+            score = self._score(cut_features)
+            if score < threshold:
+                return score, None
+            return score, (OrderedDict([(LATENT, branch.latent(cut_features, None))]), meta)
+        score = self._score(self.prefilter_features(batch))
         if score < threshold:
             return score, None
-        return score, (OrderedDict([(LATENT, branch.latent(cut_features, None))]), _frame_meta(image, images))
+        return score, (self.head(image, split) if split == INPUT_SPLIT else (self.head_from_batch(batch, split), meta))
 
     def prefilter_score(self, image: Tensor) -> float:
         """Probability that ``image`` (CHW in [0, 1]) holds an object of interest."""
         if self.prefilter is None:
             raise SplitError(f"model {self.name!r} has no prefilter")
-        images, _ = self.detector.transform([image])
-        return float(torch.sigmoid(self.prefilter(self.prefilter_features(images.tensors)))[0])
+        return self._score(self.prefilter_features(self.preprocess(image)[0]))
+
+    def _score(self, cut_features: Tensor) -> float:
+        return float(torch.sigmoid(self.prefilter(cut_features))[0])
 
     def update(self) -> None:
         """Build every entropy model's CDF tables (after training, before compress)."""

@@ -83,16 +83,11 @@ class DetectionSplitModel(SplitModel):
     # -- the split ------------------------------------------------------------
     def head(self, image: Tensor, split: str) -> tuple[OrderedDict[str, Tensor], FrameMeta]:
         self.check_split(split)
-        original = (int(image.shape[-2]), int(image.shape[-1]))
         if split == INPUT_SPLIT:
+            original = (int(image.shape[-2]), int(image.shape[-1]))
             return OrderedDict(image=image.unsqueeze(0)), FrameMeta(original, original, original)
-        images, _ = self.detector.transform([image])
-        meta = FrameMeta(
-            original_size=original,
-            resized_size=tuple(images.image_sizes[0]),
-            batch_size_hw=(int(images.tensors.shape[-2]), int(images.tensors.shape[-1])),
-        )
-        return self.head_from_batch(images.tensors, split), meta
+        batch, meta = self.preprocess(image)
+        return self.head_from_batch(batch, split), meta
 
     def preprocess(self, image: Tensor) -> tuple[Tensor, FrameMeta]:
         """The detector's own resize + normalise + pad: what an exported head expects as input."""

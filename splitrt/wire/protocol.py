@@ -90,11 +90,7 @@ def build_request(
     session_id: int | None = None,
     width: float | None = None,
 ) -> pb.ModelInferRequest:
-    request = pb.ModelInferRequest(model_name=model, id=str(frame_id))
-    tensor = request.inputs.add()
-    tensor.name, tensor.datatype = PAYLOAD_INPUT, "UINT8"
-    tensor.shape.extend([1, len(payload)])  # a batch of one frame, so batching servers (Triton) take it too
-    request.raw_input_contents.append(payload)
+    request = _payload_request(model, str(frame_id), payload)
     values: dict[str, object] = {
         CODEC: codec,
         SPLIT: split,
@@ -115,13 +111,20 @@ def build_request(
     return request
 
 
-def build_probe(model: str, probe_id: str, padding: int) -> pb.ModelInferRequest:
-    """A request that measures the link: ``padding`` bytes the server discards and answers at once."""
-    request = pb.ModelInferRequest(model_name=model, id=probe_id)
+def _payload_request(model: str, request_id: str, payload: bytes) -> pb.ModelInferRequest:
+    """A request carrying ``payload`` as its one UINT8 input, shaped [1, N]: a batch of one,
+    so batching servers (Triton with max_batch_size > 0) take it too."""
+    request = pb.ModelInferRequest(model_name=model, id=request_id)
     tensor = request.inputs.add()
     tensor.name, tensor.datatype = PAYLOAD_INPUT, "UINT8"
-    tensor.shape.extend([1, padding])
-    request.raw_input_contents.append(bytes(padding))
+    tensor.shape.extend([1, len(payload)])
+    request.raw_input_contents.append(payload)
+    return request
+
+
+def build_probe(model: str, probe_id: str, padding: int) -> pb.ModelInferRequest:
+    """A request that measures the link: ``padding`` bytes the server discards and answers at once."""
+    request = _payload_request(model, probe_id, bytes(padding))
     _set_param(request.parameters, PROBE, True)
     return request
 
