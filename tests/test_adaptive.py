@@ -36,7 +36,11 @@ def toy_profile() -> Profile:
 
 
 def estimates(bps: float | None, load: float = 1.0) -> Estimates:
-    return Estimates(bandwidth_bps=bps, rtt_s=0.04, jitter_s=0.0, device_load=load, server_queue_s=0.0)
+    """A steady link: the last 20 frames of 650 B all took bytes / bandwidth."""
+    transfers = ((650.0, 650 * 8 / bps),) * 20 if bps else ()
+    return Estimates(
+        bandwidth_bps=bps, rtt_s=0.04, jitter_s=0.0, device_load=load, server_queue_s=0.0, transfers=transfers
+    )
 
 
 # -- traces -------------------------------------------------------------------------------------
@@ -149,7 +153,7 @@ def test_controller_counts_device_load_and_the_latency_objective():
 
 def test_hysteresis_bounds_switching_on_an_oscillating_link():
     profile = toy_profile()
-    controller = AdaptiveController(profile, deadline_ms=200, up_after_s=2.0, split_up_after_s=5.0)
+    controller = AdaptiveController(profile, deadline_ms=200, up_after_s=2.0, split_up_after_s=5.0, hedge=False)
     names = []
     for step in range(600):  # 60 s at 10 decisions/s; the link flips every 0.5 s between good and bad
         t = step / 10
@@ -160,7 +164,7 @@ def test_hysteresis_bounds_switching_on_an_oscillating_link():
     # step downs: never long enough on the good phase to step up by the estimate
     assert switches <= 7, names
     assert switches / 1.0 < 10  # per minute
-    naive = AdaptiveController(profile, deadline_ms=200, up_after_s=0.0, split_up_after_s=0.0)
+    naive = AdaptiveController(profile, deadline_ms=200, up_after_s=0.0, split_up_after_s=0.0, hedge=False)
     naive_names = [naive.decide(s / 10, estimates(2e6 if (s // 5) % 2 == 0 else 5e4)).name for s in range(600)]
     assert sum(1 for a, b in zip(naive_names, naive_names[1:]) if a != b) > 50
 

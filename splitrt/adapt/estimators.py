@@ -7,12 +7,15 @@ head time.  No probe traffic.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 
 import psutil
 
 MAX_DISCOUNT = 0.5
+MIN_TRANSFERS = 5  # recent transfers needed before their spread says anything
+DOWN_AFTER = 3  # consecutive unanswered frames before the link counts as down
 
 
 class Ewma:
@@ -113,6 +116,43 @@ class BandwidthEstimator:
         return min(harmonic, ewma) / discount
 
 
+class TransferTimes:
+    """Recent transfer times with their payload sizes: the spread a mean bandwidth hides.
+
+    On a cellular uplink a frame of one or two packets waits for the next
+    delivery slot, so its transfer time is mostly that wait and varies far more
+    than bytes / bandwidth suggests.  Keeping the samples themselves lets the
+    controller ask how likely a payload is to get through in a given time.
+    Frames never answered count as never arriving.
+    """
+
+    def __init__(self, window: int = 25) -> None:
+        self.samples: deque[tuple[float, float]] = deque(maxlen=window)  # (bytes, seconds or inf)
+
+    def add(self, nbytes: float, seconds: float) -> None:
+        self.samples.append((nbytes, seconds))
+
+    def lost(self, nbytes: float) -> None:
+        self.samples.append((nbytes, math.inf))
+
+
+def p_within(samples: tuple[tuple[float, float], ...], nbytes: float, budget_s: float, bandwidth_bps: float) -> float:
+    """How likely ``nbytes`` cross the link within ``budget_s``, judged from recent transfers.
+
+    Each sample's time is taken as the wait it saw plus, for a larger payload, the extra
+    bytes at the estimated bandwidth (a smaller payload is not credited with less time).
+    One imagined success and one failure are added so that a few samples never give
+    certainty either way.
+    """
+    if budget_s <= 0:
+        return 0.0
+    hits = 0
+    for n, seconds in samples:
+        extra = max(0.0, nbytes - n) * 8 / bandwidth_bps if bandwidth_bps > 0 else math.inf
+        hits += seconds + extra <= budget_s
+    return (hits + 1) / (len(samples) + 2)
+
+
 class LatencyEstimator:
     """Base round-trip latency (without transfer and server time) and its jitter."""
 
@@ -183,6 +223,15 @@ class Estimates:
     link_down: bool = False
     cpu_percent: float | None = None
     bandwidth_longterm_bps: float | None = None  # the slow EWMA: what the link carried over minutes
+    transfers: tuple[tuple[float, float], ...] = ()  # recent (bytes, transfer seconds); inf: never answered
+
+    def p_within(self, nbytes: float, budget_s: float) -> float | None:
+        """How likely ``nbytes`` get through in ``budget_s``: 0 while the link is down, None if too little is known."""
+        if self.link_down or not self.bandwidth_bps:
+            return 0.0
+        if len(self.transfers) < MIN_TRANSFERS:
+            return None
+        return p_within(self.transfers, nbytes, budget_s, self.bandwidth_bps)
 
     def as_dict(self) -> dict[str, float | bool | None]:
         return {
@@ -206,20 +255,38 @@ class LinkEstimator:
         self.latency = LatencyEstimator()
         self.device = DeviceLoadEstimator(cpu_sampling=cpu_sampling)
         self.server = ServerLoadEstimator()
+        self.transfers = TransferTimes()
         self.consecutive_timeouts = 0
         self.last_good_bps: float | None = None
 
     def answered(self, nbytes: float, rtt_s: float, server_s: float, queue_s: float = 0.0) -> None:
+        """An answer, in time or late (a late answer still tells how the link carried the frame)."""
         self.bandwidth.observe(nbytes, rtt_s, server_s)
+        self.transfers.add(nbytes, max(0.0, rtt_s - server_s - self.bandwidth.base_rtt_s))
         self.latency.observe(self.bandwidth.base_rtt_s)
         self.server.observe(queue_s)
         self.consecutive_timeouts = 0
 
-    def timed_out(self, nbytes: float, waited_s: float) -> None:
+    def timed_out(self, nbytes: float, waited_s: float, server_s: float = 0.0) -> None:
+        """No answer within ``waited_s`` (``server_s`` of which the server needs anyway).
+
+        Only the time left for the link counts: a frame given up on before the base RTT and
+        the server time had passed says nothing about the link (its late answer will).
+        If the answer comes later, ``answered`` is told too.
+        """
+        link_s = waited_s - self.bandwidth.base_rtt_s - server_s
+        if link_s < self.bandwidth.min_transfer_s:
+            return
         if self.consecutive_timeouts == 0:
             self.last_good_bps = self.bandwidth.predict()
-        self.bandwidth.timed_out(nbytes, waited_s)
+        self.bandwidth.timed_out(nbytes, link_s)
+        self.transfers.lost(nbytes)
         self.consecutive_timeouts += 1
+
+    @property
+    def link_down(self) -> bool:
+        """Several frames in a row unanswered: one late frame on a slow link is not an outage."""
+        return self.consecutive_timeouts >= DOWN_AFTER
 
     def probe_answered(self, rtt_s: float) -> None:
         """A probe got through: the link is up.  After an outage, start again from a modest guess.
@@ -232,6 +299,7 @@ class LinkEstimator:
         if self.consecutive_timeouts > 0 or self.bandwidth.predict() is None:
             # No more than the first guess: the link that just came back may not be the one that left.
             self.bandwidth.restart(min(self.last_good_bps or self.first_guess_bps, self.first_guess_bps))
+            self.transfers.samples.clear()
         self.consecutive_timeouts = 0
         self.bandwidth.base_rtts.append(rtt_s)
         self.latency.observe(self.bandwidth.base_rtt_s)
@@ -246,7 +314,8 @@ class LinkEstimator:
             jitter_s=self.latency.jitter_s,
             device_load=self.device.value,
             server_queue_s=self.server.queue_s,
-            link_down=self.consecutive_timeouts > 0,
+            link_down=self.link_down,
             cpu_percent=self.device.cpu_percent(),
             bandwidth_longterm_bps=self.bandwidth.slow.value,
+            transfers=tuple(self.transfers.samples),
         )

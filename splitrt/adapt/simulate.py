@@ -3,12 +3,17 @@
 The frame loop is the same one the live adaptive edge runs: frames are
 captured at a fixed rate and handled one at a time; a remote frame runs
 its head, leaves over a FIFO link shaped by the trace, is processed by the
-server and answered after the base RTT.  An adaptive edge that stops
-waiting runs the frame with the fastest local model (mode ``fallback``,
-see ``fallback_instant``) and, while it runs locally, pings the server now
-and then to learn when the link is back; a static edge gives up at the
-deadline (mode ``timeout``).  Bytes of an abandoned frame still drain
-through the link, as they do through the live proxy.
+server and answered after the base RTT.  A hedged frame (the controller
+named a local model to run meanwhile) starts that model as soon as it is
+sent and delivers the server's answer if it comes by the deadline, the
+local result otherwise (mode ``fallback``); the device is free again when
+the answer arrives or the local model ends.  An unhedged adaptive frame
+that stops waiting runs the fastest local model (mode ``fallback``, see
+``fallback_instant``).  While it runs locally the adaptive edge pings the
+server now and then to learn when the link is back; a static edge gives up
+at the deadline (mode ``timeout``).  Bytes of an abandoned frame still
+drain through the link, as they do through the live proxy, and its late
+answer still teaches the estimators when it comes.
 
 No real time passes: a 17-minute trace runs in seconds.
 """
@@ -30,6 +35,7 @@ from .profile import ConfigProfile, Profile
 LATENCY_CAP_FACTOR = 10.0  # a frame never answered counts this many deadlines late
 PROBE_BYTES = 200  # a probe with its gRPC framing
 PROBE_TIMEOUT_S = 1.0
+LATE_ANSWER_S = 1.0  # how long the edge keeps listening for the answer of a frame it gave up on
 
 
 def fallback_instant(captured: float, start: float, deadline: float, local_s: float, predicted_ms: float) -> float:
@@ -133,6 +139,7 @@ class Simulator:
                 controller = StaticController(s.profile, policy.split(":", 1)[1])
         result = RunResult(policy)
         probes: list[tuple[float, float]] = []  # (sent, answered) of pings in flight
+        late_frames: list[tuple[float, float, int, float]] = []  # (sent, answered, bytes, server s) of late frames
         edge_free = 0.0
         deadline = s.deadline_ms / 1e3
         for index in range(s.frame_count):
@@ -144,6 +151,7 @@ class Simulator:
                 decision = self._oracle(link, start, captured, load, draws)
             else:
                 probes = [p for p in probes if not self._probe_settled(p, start, estimator)]
+                late_frames = [f for f in late_frames if not self._late_settled(f, start, estimator)]
                 decision = controller.decide(start, estimator.snapshot(), (start - captured) * 1e3)
                 if isinstance(controller, AdaptiveController) and not probes and controller.probe_due(start):
                     # a small ping over the same link: has it come back?
@@ -158,6 +166,15 @@ class Simulator:
                 nbytes = draws[entry.name]
                 sent = start + head
                 answer = link.send(sent, nbytes) + entry.tail_ms / 1e3 + s.base_rtt_ms / 2e3
+                if decision.fallback is not None:
+                    record, done = self._hedged(
+                        index, captured, sent, answer, nbytes, decision, load, estimator, late_frames
+                    )
+                    record.bandwidth_mbps = self._bandwidth(estimator)
+                    record.capacity_mbps = self._capacity(captured)
+                    result.frames.append(record)
+                    edge_free = done
+                    continue
                 if policy == "adaptive":
                     give_up = fallback_instant(
                         captured, start, deadline, self.fallback.head_ms * load / 1e3, decision.predicted_ms
@@ -170,7 +187,8 @@ class Simulator:
                     done = answer
                     record = self._record(index, captured, entry, "remote", done, nbytes, decision)
                 elif policy == "adaptive":
-                    estimator.timed_out(nbytes, give_up - sent)
+                    estimator.timed_out(nbytes, give_up - sent, entry.tail_ms / 1e3)
+                    late_frames.append((sent, answer, nbytes, entry.tail_ms / 1e3))
                     done = give_up + self.fallback.head_ms * load / 1e3
                     record = self._record(index, captured, self.fallback, "fallback", done, nbytes, decision)
                     record.config = entry.name
@@ -179,13 +197,53 @@ class Simulator:
                     record = self._record(index, captured, entry, "timeout", late, nbytes, decision)
                     record.hit = False
                     done = give_up
-            record.bandwidth_mbps = (
-                None if estimator.bandwidth.predict() is None else estimator.bandwidth.predict() / 1e6
-            )
+            record.bandwidth_mbps = self._bandwidth(estimator)
             record.capacity_mbps = self._capacity(captured)
             result.frames.append(record)
             edge_free = done
         return result
+
+    def _hedged(
+        self,
+        index: int,
+        captured: float,
+        sent: float,
+        answer: float,
+        nbytes: int,
+        decision: Decision,
+        load: float,
+        estimator: LinkEstimator,
+        late: list[tuple[float, float, int, float]],
+    ) -> tuple[FrameRecord, float]:
+        """A frame sent with its local model running meanwhile: the server's answer if in time, else local."""
+        entry, fallback = decision.config, decision.fallback
+        assert fallback is not None
+        local_done = sent + fallback.head_ms * load / 1e3
+        # the local result is kept until the deadline in case the (better) answer still comes
+        ready = max(captured + self.s.deadline_ms / 1e3, local_done)
+        if answer <= ready:
+            estimator.answered(nbytes, answer - sent, entry.tail_ms / 1e3)
+            return self._record(index, captured, entry, "remote", answer, nbytes, decision), answer
+        estimator.timed_out(nbytes, ready - sent, entry.tail_ms / 1e3)
+        late.append((sent, answer, nbytes, entry.tail_ms / 1e3))
+        record = self._record(index, captured, fallback, "fallback", ready, nbytes, decision)
+        record.config = entry.name
+        return record, ready
+
+    @staticmethod
+    def _bandwidth(estimator: LinkEstimator) -> float | None:
+        predicted = estimator.bandwidth.predict()
+        return None if predicted is None else predicted / 1e6
+
+    @staticmethod
+    def _late_settled(frame: tuple[float, float, int, float], now: float, estimator: LinkEstimator) -> bool:
+        """A frame given up on: once its answer is in, it is a (slow) transfer sample like any other."""
+        sent, answered, nbytes, server_s = frame
+        if answered <= now:
+            if answered - sent <= LATE_ANSWER_S:
+                estimator.answered(nbytes, answered - sent, server_s)
+            return True
+        return False
 
     @staticmethod
     def _probe_settled(probe: tuple[float, float], now: float, estimator: LinkEstimator) -> bool:
