@@ -159,3 +159,73 @@ def test_link_probe_to_a_dead_server_reports_no_answer():
 
     with splitrt.connect(f"127.0.0.1:{free_port()}", "shapes_fcos", split="features.6/eb2", codec="entropy") as client:
         assert client.probe(1200, timeout_s=0.5) is None
+
+
+# -- hedged frames: the local model runs while the frame is out --------------------------------------
+def _shapes_image():
+    from splitrt.data.datasets import ShapesDetection
+
+    return ShapesDetection("val", 1)[0][0]
+
+
+def test_hedged_frame_keeps_the_servers_answer_when_it_comes_in_time(server):
+    import splitrt
+
+    with splitrt.connect(server.address, "shapes=shapes_fcos", split="features.6/eb2", codec="entropy") as client:
+        client.wait_ready(60)
+        client.local_input_size = 80
+        result = client.detect(_shapes_image(), answer_by=time.perf_counter() + 30.0, hedge=True)
+        assert result.mode == "split" and result.error is None
+        assert result.note == "hedged: the server answered first"
+        assert client.counters["server"] == 1 and client.counters["fallback"] == 0
+        # the next frame waits for the device: the hedge's local run is over before the next head
+        again = client.detect(_shapes_image(), answer_by=time.perf_counter() + 30.0, hedge=True)
+        assert again.mode == "split" and again.frame_id == result.frame_id + 1
+
+
+def test_hedged_frame_to_a_dead_server_delivers_the_local_result():
+    import splitrt
+
+    dead = f"127.0.0.1:{free_port()}"
+    with splitrt.connect(dead, "shapes_fcos", split="features.6/eb2", codec="entropy") as client:
+        client.local_input_size = 112
+        result = client.detect(_shapes_image(), answer_by=time.perf_counter() + 5.0, hedge=True)
+        assert result.mode == "fallback" and result.error is None
+        assert result.note.startswith("hedged: UNAVAILABLE")  # why the server's answer is missing
+        assert result.boxes is not None and result.wire_bytes > 0
+        assert client.late_answers.settled() == []  # refused, not late: nothing to learn from
+
+
+def test_hedged_frame_past_its_deadline_still_measures_the_link(server):
+    """Through a proxy that stalls for 0.6 s: the local result now, the late answer as a link sample later."""
+    import splitrt
+
+    port = free_port()
+    proxy = subprocess.Popen(
+        [
+            sys.executable, "-m", "splitrt", "channel", "--mbps", "8", "--listen", f"127.0.0.1:{port}",
+            "--upstream", server.address, "--outage", "0:0.6", "--outage-mode", "stall",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert "splitrt channel" in proxy.stdout.readline()
+        with splitrt.connect(f"127.0.0.1:{port}", "shapes=shapes_fcos", split="features.6/eb2", codec="entropy") as c:
+            c.local_input_size = 80
+            result = c.detect(_shapes_image(), answer_by=time.perf_counter() + 0.2, hedge=True)
+            assert result.mode == "fallback" and "no answer by the deadline" in result.note
+            assert result.boxes is not None
+            answers = []
+            for _ in range(100):
+                time.sleep(0.05)
+                answers += c.late_answers.settled()
+                if answers:
+                    break
+            assert len(answers) == 1
+            nbytes, rtt, server_s = answers[0]
+            assert nbytes == result.wire_bytes and 0.2 < rtt < 1.3 and server_s > 0
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=10)

@@ -1,8 +1,11 @@
 """The adaptive edge loop: per frame, estimates -> controller decision -> configure the client -> send.
 
 The same frame loop the simulator replays (``splitrt.adapt.simulate``):
-frames are handled one at a time; a remote frame waits for its answer only
-until the fastest local configuration must start to still meet the
+frames are handled one at a time.  A hedged frame (the controller named a
+local model that fits after the head) runs that model while it waits and
+keeps the server's answer only if it comes by the deadline
+(``splitrt.edge.hedge``).  An unhedged remote frame waits for its answer
+only until the fastest local configuration must start to still meet the
 deadline, then runs locally (mode ``fallback``) while gRPC reconnects in
 the background.  Every frame yields exactly one result, and its JSON line
 carries the decision and the estimates behind it.
@@ -81,6 +84,8 @@ class AdaptiveEdge:
     def process(self, image: Any, captured: float) -> FrameResult:
         now = time.perf_counter()
         self._settle_probe()
+        for nbytes, rtt, server in self.client.late_answers.settled():
+            self.estimator.answered(nbytes, rtt, server)
         estimates = self.estimator.snapshot()
         decision = self.controller.decide(now - self.t0, estimates, (now - captured) * 1e3)
         if self.adaptive and self._probe is None and self.controller.probe_due(now - self.t0):
@@ -88,7 +93,11 @@ class AdaptiveEdge:
         entry = decision.config
         self._configure(entry)
         load = self.estimator.device.value
-        if self.adaptive:
+        hedge = decision.fallback is not None and entry.config.remote
+        if hedge:
+            answer_by = captured + self.deadline_s
+            self.client.local_input_size = decision.fallback.config.input_size
+        elif self.adaptive:
             fallback_s = self.fallback.head_ms * load / 1e3
             answer_by = fallback_instant(captured, now, self.deadline_s, fallback_s, decision.predicted_ms)
             self.client.local_input_size = self.fallback.config.input_size
@@ -96,7 +105,7 @@ class AdaptiveEdge:
             answer_by = captured + self.deadline_s
         began = time.perf_counter()
         try:
-            result = self.client.detect(image, answer_by=answer_by if entry.config.remote else None)
+            result = self.client.detect(image, answer_by=answer_by if entry.config.remote else None, hedge=hedge)
         except FrameFailed as exc:  # static edge without fallback: reported, not lost
             result = FrameResult(self.client._next_id - 1, "error", entry.config.split, entry.config.codec, 0)
             result.error = str(exc)
@@ -136,7 +145,7 @@ class AdaptiveEdge:
 
     def _learn(self, entry: ConfigProfile, result: FrameResult, began: float, answer_by: float) -> None:
         t = result.timings_ms
-        if "head" in t and result.mode != "fallback":
+        if "head" in t:
             self.estimator.head_time(t["head"] + t.get("encode", 0.0), entry.head_ms)
         if result.mode in ("split", "offload") and "network" in t:
             server = t.get("server", 0.0) / 1e3
@@ -144,7 +153,8 @@ class AdaptiveEdge:
             self.estimator.answered(result.wire_bytes, rtt, server, t.get("server_queue", 0.0) / 1e3)
         elif result.mode == "fallback":
             sent_at = began + (t.get("head", 0.0) + t.get("encode", 0.0)) / 1e3
-            self.estimator.timed_out(result.wire_bytes, max(1e-3, answer_by - sent_at))
+            waited = max(answer_by, began + t.get("total", 0.0) / 1e3) - sent_at
+            self.estimator.timed_out(result.wire_bytes, max(1e-3, waited), entry.tail_ms / 1e3)
 
 
 def load_profile_for(client: SplitClient, path: str, remeasure_s: float = 0.0) -> Profile:

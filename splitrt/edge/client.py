@@ -38,6 +38,7 @@ from ..wire.protocol import (
 )
 from .connection import Backoff, ConnectionOptions, call_metadata, open_channel
 from .frames import FrameResult, result_from_outputs, to_image_tensor
+from .hedge import LateAnswers, detect_hedged
 
 log = logging.getLogger("splitrt.edge")
 
@@ -118,6 +119,9 @@ class SplitClient:
         #: emulate a weaker device than the one running (the simulator's --edge-slowdown).
         self.device_slowdown = device_slowdown
         self._fastest: dict[tuple, float] = {}
+        self._background: threading.Thread | None = None  # a hedged frame's local model, maybe still running
+        #: Hedged frames given up on whose answers may still come (link measurements for the edge).
+        self.late_answers = LateAnswers()
         self.target = target
         self.max_in_flight = max(1, max_in_flight)
         self.timeout_s = timeout_s
@@ -224,12 +228,15 @@ class SplitClient:
         return time.perf_counter() - sent
 
     # -- one frame ------------------------------------------------------------------
-    def detect(self, image: Any, answer_by: float | None = None) -> FrameResult:
+    def detect(self, image: Any, answer_by: float | None = None, hedge: bool = False) -> FrameResult:
         """Process one frame with a unary call.
 
         ``answer_by`` (a ``time.perf_counter()`` instant) overrides the timeout: an
         unanswered frame is abandoned then and, with ``on_failure="local"``, run on the
-        device (what the adaptive edge uses to still meet a deadline).
+        device (what the adaptive edge uses to still meet a deadline).  With ``hedge``
+        the local model (at ``local_input_size``) runs while the frame is out and its
+        result is delivered if the server has not answered by ``answer_by``
+        (``splitrt.edge.hedge``).
 
         Raises FrameFailed when the server refuses the frame, or cannot be
         reached and ``on_failure`` is ``"drop"``.
@@ -237,6 +244,8 @@ class SplitClient:
         prepared = self._prepare(image)
         if isinstance(prepared, FrameResult):
             return prepared
+        if hedge and answer_by is not None:
+            return detect_hedged(self, prepared, answer_by)
         prepared.sent = time.perf_counter()
         timeout = self.timeout_s if answer_by is None else max(1e-3, answer_by - prepared.sent)
         try:
@@ -367,6 +376,9 @@ class SplitClient:
 
     # -- the per-frame work -----------------------------------------------------------
     def _prepare(self, image: Any) -> _Pending | FrameResult:
+        if self._background is not None:  # one computation at a time on the device
+            self._background.join()
+            self._background = None
         frame_id = self._next_id
         self._next_id += 1
         started = time.perf_counter()
@@ -390,7 +402,7 @@ class SplitClient:
             if self.codec.kind == "local":
                 with self.model.at_input_size(self.local_input_size):
                     outputs = self.model.full(tensor)
-                self._stretch(started)
+                self._stretch(started, local=True)
                 result.timings_ms = {"head": _ms(started), "total": _ms(started)}
                 result.split = "local"
                 self.counters["local"] += 1
@@ -419,24 +431,30 @@ class SplitClient:
         began = time.perf_counter()
         with torch.inference_mode(), self.model.at_input_size(self.local_input_size):
             outputs = self.model.full(item.image)
-        self._stretch(began)
+        self._stretch(began, local=True)
         result = item.result
         result.mode, result.note = "fallback", f"ran on the device: {reason}"
         result.timings_ms = {"local": _ms(began), "total": _ms(item.started)}
         self.counters["fallback"] += 1
         return result_from_outputs(result, outputs)
 
-    def _stretch(self, began: float) -> None:
+    def _stretch(self, began: float, cancel: threading.Event | None = None, local: bool = False) -> None:
         """Emulate a slower device: add (slowdown - 1) x the fastest time this work has taken here.
 
         Using the fastest time, not this one, keeps contention on this machine an additive
-        delay (as it would be on the emulated device) instead of multiplying it.
+        delay (as it would be on the emulated device) instead of multiplying it.  ``local``:
+        the work was the local model (a fallback), not this configuration's head.  ``cancel``
+        cuts the wait short (a hedged local model whose frame the server answered).
         """
         if self.device_slowdown > 1.0:
-            key = (self.split, self.codec.name, self.width, self.local_input_size)
+            key = ("local", self.local_input_size) if local else (self.split, self.codec.name, self.width)
             fastest = min(self._fastest.get(key, float("inf")), time.perf_counter() - began)
             self._fastest[key] = fastest
-            time.sleep((self.device_slowdown - 1.0) * fastest)
+            delay = (self.device_slowdown - 1.0) * fastest
+            if cancel is None:
+                time.sleep(delay)
+            else:
+                cancel.wait(delay)
 
     def _error(self, item: _Pending, reason: str) -> FrameResult:
         item.result.mode, item.result.error = "error", reason

@@ -1,0 +1,141 @@
+"""Hedged frames: send the features, run a local model meanwhile, keep whichever result is ready in time.
+
+Once a frame is out, the device would otherwise sit idle waiting for the
+server.  A hedged frame uses that time to run a (cheaper) local model on the
+same image.  The server's answer wins if it comes by the deadline (or before
+the local model is done); otherwise the local result is delivered (mode
+``fallback``) and the frame is never late because of the link.  The call is
+not cancelled: its late answer still tells the edge how the link carried
+the frame (``LateAnswers``).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import grpc
+import torch
+
+from ..wire.protocol import DECODE_US, QUEUE_US, TAIL_US, WireError, parse_response
+from .frames import FrameResult, result_from_outputs
+
+if TYPE_CHECKING:
+    from .client import SplitClient, _Pending
+
+LATE_ANSWER_S = 1.0  # how long a frame given up on keeps listening for its answer (as in the simulator)
+
+
+@dataclass
+class LateCall:
+    """A frame whose answer missed the deadline; its round trip is still a link measurement."""
+
+    call: grpc.Future
+    sent: float
+    nbytes: int
+    received: list[float] = field(default_factory=list)
+
+
+class LateAnswers:
+    """Calls given up on; ``settled()`` hands over those answered since, as (bytes, rtt_s, server_s)."""
+
+    def __init__(self) -> None:
+        self._calls: list[LateCall] = []
+
+    def add(self, late: LateCall) -> None:
+        self._calls.append(late)
+
+    def settled(self) -> list[tuple[int, float, float]]:
+        answered, pending = [], []
+        for late in self._calls:
+            if not late.call.done():
+                pending.append(late)
+                continue
+            if late.received and late.call.exception() is None:
+                try:
+                    _, params = parse_response(late.call.result())
+                except WireError:
+                    continue
+                server_s = sum(float(params.get(p, 0)) for p in (DECODE_US, QUEUE_US, TAIL_US)) / 1e6
+                answered.append((late.nbytes, late.received[0] - late.sent, server_s))
+        self._calls = pending
+        return answered
+
+
+class LocalRun(threading.Thread):
+    """The local model on a worker thread; ``stop()`` cuts the emulated slow-device wait short."""
+
+    def __init__(self, client: SplitClient, item: _Pending, done: queue.Queue) -> None:
+        super().__init__(name="splitrt-hedge", daemon=True)
+        self.client, self.item, self.done = client, item, done
+        self.cancel = threading.Event()
+        self.outputs: dict | None = None
+        self.error: BaseException | None = None
+        self.seconds = 0.0
+
+    def run(self) -> None:
+        began = time.perf_counter()
+        try:
+            with torch.inference_mode(), self.client.model.at_input_size(self.client.local_input_size):
+                self.outputs = self.client.model.full(self.item.image)
+            self.client._stretch(began, self.cancel, local=True)
+        except Exception as exc:  # reported through the frame's result, never lost
+            self.error = exc
+        self.seconds = time.perf_counter() - began
+        self.done.put("local")
+
+
+def detect_hedged(client: SplitClient, item: _Pending, answer_by: float) -> FrameResult:
+    """Send ``item`` and run the local model meanwhile; the server's answer if it comes in time."""
+    events: queue.Queue[str] = queue.Queue()
+    late = LateCall(None, time.perf_counter(), item.result.wire_bytes)  # type: ignore[arg-type]
+    item.sent = late.sent
+    timeout = max(1e-3, answer_by - late.sent) + LATE_ANSWER_S
+    late.call = client._stub.ModelInfer.future(item.request, timeout=timeout, metadata=client._metadata)
+    late.call.add_done_callback(lambda _: (late.received.append(time.perf_counter()), events.put("remote")))
+    local = LocalRun(client, item, events)
+    local.start()
+    client._background = local  # the next frame waits for the device to be free
+    refused: str | None = None
+    while True:
+        if local.outputs is not None or local.error is not None:  # the local result is ready
+            if refused is not None or time.perf_counter() >= answer_by:
+                break
+            wait: float | None = answer_by - time.perf_counter()
+        else:
+            wait = None
+        try:
+            event = events.get(timeout=wait)
+        except queue.Empty:
+            continue
+        if event == "remote":
+            exc = late.call.exception()
+            if exc is None:
+                local.cancel.set()
+                return _answered(client, item, late)
+            refused = _describe(exc)
+    if local.error is not None:  # neither result: say why, the frame is not lost
+        return client._error(item, f"local model failed: {local.error}; server: {refused or 'no answer in time'}")
+    if refused is None:
+        client.late_answers.add(late)  # still listening: the answer will measure the link
+    result = item.result
+    result.mode = "fallback"
+    result.note = f"hedged: {refused or 'no answer by the deadline'}; ran on the device"
+    result.timings_ms.update({"local": local.seconds * 1e3, "total": (time.perf_counter() - item.started) * 1e3})
+    client.counters["fallback"] += 1
+    return result_from_outputs(result, local.outputs)
+
+
+def _answered(client: SplitClient, item: _Pending, late: LateCall) -> FrameResult:
+    result = client._finish(item, late.call.result(), late.received[0])
+    result.note = "hedged: the server answered first"
+    return result
+
+
+def _describe(exc: BaseException) -> str:
+    from .client import describe_rpc_error
+
+    return describe_rpc_error(exc)
