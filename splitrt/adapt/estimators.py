@@ -15,6 +15,7 @@ import psutil
 
 MAX_DISCOUNT = 0.5
 MIN_TRANSFERS = 5  # recent transfers needed before their spread says anything
+LOAD_REFERENCE_MS = 40.0  # a head this long (as profiled) counts as one full device-load sample
 DOWN_AFTER = 3  # consecutive unanswered frames before the link counts as down
 
 
@@ -184,8 +185,10 @@ class DeviceLoadEstimator:
             psutil.cpu_percent(None)  # prime the counter
 
     def observe(self, measured_ms: float, profiled_ms: float) -> float:
+        """One head (or local model) run; short ones count less, their ratio is mostly timing noise."""
         if profiled_ms > 0 and measured_ms > 0:
-            self.factor.update(max(0.5, measured_ms / profiled_ms))
+            weight = min(1.0, profiled_ms / LOAD_REFERENCE_MS)
+            self.factor.update(max(0.5, measured_ms / profiled_ms), weight)
         return self.value
 
     @property

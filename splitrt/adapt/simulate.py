@@ -35,6 +35,7 @@ from .profile import ConfigProfile, Profile
 LATENCY_CAP_FACTOR = 10.0  # a frame never answered counts this many deadlines late
 PROBE_BYTES = 200  # a probe with its gRPC framing
 PROBE_TIMEOUT_S = 1.0
+HAND_OVER_S = 0.003  # a hedged frame stops waiting this long before its deadline, to deliver in time
 LATE_ANSWER_S = 1.0  # how long the edge keeps listening for the answer of a frame it gave up on
 
 
@@ -220,7 +221,7 @@ class Simulator:
         assert fallback is not None
         local_done = sent + fallback.head_ms * load / 1e3
         # the local result is kept until the deadline in case the (better) answer still comes
-        ready = max(captured + self.s.deadline_ms / 1e3, local_done)
+        ready = max(captured + self.s.deadline_ms / 1e3 - HAND_OVER_S, local_done)
         if answer <= ready:
             estimator.answered(nbytes, answer - sent, entry.tail_ms / 1e3)
             return self._record(index, captured, entry, "remote", answer, nbytes, decision), answer

@@ -21,7 +21,7 @@ from typing import Any
 from ..adapt.controller import AdaptiveController, StaticController
 from ..adapt.estimators import LinkEstimator
 from ..adapt.profile import LOCAL, ConfigProfile, Profile
-from ..adapt.simulate import PROBE_TIMEOUT_S, fallback_instant
+from ..adapt.simulate import HAND_OVER_S, PROBE_TIMEOUT_S, fallback_instant
 from .client import FrameFailed, SplitClient
 from .frames import FrameResult
 
@@ -95,7 +95,7 @@ class AdaptiveEdge:
         load = self.estimator.device.value
         hedge = decision.fallback is not None and entry.config.remote
         if hedge:
-            answer_by = captured + self.deadline_s
+            answer_by = captured + self.deadline_s - HAND_OVER_S
             self.client.local_input_size = decision.fallback.config.input_size
         elif self.adaptive:
             fallback_s = self.fallback.head_ms * load / 1e3

@@ -20,13 +20,12 @@ from typing import TYPE_CHECKING
 import grpc
 import torch
 
+from ..adapt.simulate import LATE_ANSWER_S
 from ..wire.protocol import DECODE_US, QUEUE_US, TAIL_US, WireError, parse_response
 from .frames import FrameResult, result_from_outputs
 
 if TYPE_CHECKING:
     from .client import SplitClient, _Pending
-
-LATE_ANSWER_S = 1.0  # how long a frame given up on keeps listening for its answer (as in the simulator)
 
 
 @dataclass
