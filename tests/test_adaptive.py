@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -216,3 +217,46 @@ def test_trace_specs():
     assert bursty.mean_mbps < 4.0
     with pytest.raises(TraceError, match="constant:MBPS"):
         open_trace("constant:fast")
+
+
+# -- hedged frames --------------------------------------------------------------------------------------
+def test_transfer_spread_gives_the_chance_of_arriving_in_time():
+    from splitrt.adapt.estimators import p_within
+
+    samples = ((500.0, 0.010),) * 6 + ((500.0, 0.200),) * 2 + ((500.0, math.inf),) * 2
+    assert p_within(samples, 500, 0.050, 1e6) == pytest.approx((6 + 1) / (10 + 2))
+    assert p_within(samples, 500, 0.300, 1e6) == pytest.approx((8 + 1) / 12)
+    # 10 kB more at 1 Mbit/s adds 80 ms to every sample's wait
+    assert p_within(samples, 10_500, 0.050, 1e6) == pytest.approx(1 / 12)
+    assert p_within((), 500, 0.050, 1e6) == pytest.approx(0.5)  # nothing known: neither yes nor no
+
+
+def test_controller_hedges_when_a_local_model_fits_after_the_head():
+    profile = toy_profile()
+    controller = AdaptiveController(profile, deadline_ms=200)
+    decision = controller.decide(0.0, estimates(2e6))
+    assert decision.config.config.remote and decision.fallback is not None
+    assert decision.fallback.name == "local@80"  # 50 ms head + 60 ms local fit in 200 ms
+    assert decision.as_dict()["hedge"] == "local@80" and decision.p_in_time > 0.9
+    # a link on which nothing has arrived in time lately: the hedge is not worth the bytes
+    dead = replace(estimates(2e6), transfers=((650.0, math.inf),) * 25)  # a full window of frames lost
+    assert AdaptiveController(profile, deadline_ms=200).decide(0.0, dead).name == "local@80"
+    # no local model fits after a head: never hedged, and unhedged needs the transfers to agree
+    tight = AdaptiveController(profile, deadline_ms=100)
+    assert tight.decide(0.0, estimates(2e6)).fallback is None
+    assert AdaptiveController(profile, deadline_ms=200, hedge=False).decide(0.0, estimates(2e6)).fallback is None
+
+
+def test_hedged_frames_meet_the_deadline_on_a_bursty_link():
+    trace = Trace.constant(1.0, 120).with_outages([(t, 0.7) for t in range(5, 115, 3)])
+    scenario = Scenario(toy_profile(), trace, deadline_ms=200, fps=5)
+    rows, runs = run_experiment(scenario, progress=False)
+    by = {r["policy"]: r for r in rows}
+    assert best_static(rows)["hit_rate"] < 0.9  # the gaps defeat every static remote configuration
+    frames = runs["adaptive"].frames
+    hedged = [f for f in frames if f.mode == "fallback"]
+    assert hedged and all(f.hit and f.accuracy == 50.0 for f in hedged)  # the local result, in time
+    assert {f.mode for f in frames} >= {"remote", "fallback"}
+    assert by["adaptive"]["hit_rate"] >= 0.99
+    unhedged = Simulator(scenario).run("adaptive", AdaptiveController(scenario.profile, 200, hedge=False))
+    assert by["adaptive"]["mean_accuracy"] > unhedged.summary(200)["mean_accuracy"]
