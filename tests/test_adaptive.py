@@ -241,9 +241,11 @@ def test_controller_hedges_when_a_local_model_fits_after_the_head():
     # a link on which nothing has arrived in time lately: the hedge is not worth the bytes
     dead = replace(estimates(2e6), transfers=((650.0, math.inf),) * 25)  # a full window of frames lost
     assert AdaptiveController(profile, deadline_ms=200).decide(0.0, dead).name == "local@80"
-    # no local model fits after a head: never hedged, and unhedged needs the transfers to agree
+    # at 100 ms the local model fits after the 5 ms JPEG head, not after the 50 ms split head
     tight = AdaptiveController(profile, deadline_ms=100)
-    assert tight.decide(0.0, estimates(2e6)).fallback is None
+    assert tight.hedge_for(profile["features.6/slim/entropy@1"], estimates(2e6)) is None
+    decision = tight.decide(0.0, estimates(2e6))
+    assert decision.name == "offload/jpeg:90" and decision.fallback.name == "local@80"
     assert AdaptiveController(profile, deadline_ms=200, hedge=False).decide(0.0, estimates(2e6)).fallback is None
 
 
