@@ -32,6 +32,7 @@ from .controller import AdaptiveController, Decision, StaticController
 from .estimators import LinkEstimator
 from .profile import ConfigProfile, Profile
 
+ADAPTIVE = ("adaptive", "adaptive-unhedged")
 LATENCY_CAP_FACTOR = 10.0  # a frame never answered counts this many deadlines late
 PROBE_BYTES = 200  # a probe with its gRPC framing
 PROBE_TIMEOUT_S = 1.0
@@ -128,14 +129,14 @@ class Simulator:
         return self.s.trace.capacity(offset + t - 0.5, offset + t + 0.5) * 8 / 1e6
 
     def run(self, policy: str, controller: AdaptiveController | StaticController | None = None) -> RunResult:
-        """``policy`` is "adaptive", "oracle" or "static:<configuration>"."""
+        """``policy`` is "adaptive", "adaptive-unhedged" (never hedges), "oracle" or "static:<configuration>"."""
         s = self.s
         rng = np.random.default_rng(s.seed)  # same byte draws for every policy
         link = Link(s.trace, s.base_rtt_ms / 2e3, start_s=s.trace_offset_s)
         estimator = LinkEstimator()
         if controller is None:
-            if policy == "adaptive":
-                controller = AdaptiveController(s.profile, s.deadline_ms)
+            if policy in ADAPTIVE:
+                controller = AdaptiveController(s.profile, s.deadline_ms, hedge=policy == "adaptive")
             elif policy.startswith("static:"):
                 controller = StaticController(s.profile, policy.split(":", 1)[1])
         result = RunResult(policy)
@@ -176,7 +177,7 @@ class Simulator:
                     result.frames.append(record)
                     edge_free = done
                     continue
-                if policy == "adaptive":
+                if policy in ADAPTIVE:
                     give_up = fallback_instant(
                         captured, start, deadline, self.fallback.head_ms * load / 1e3, decision.predicted_ms
                     )
@@ -187,7 +188,7 @@ class Simulator:
                     estimator.answered(nbytes, answer - sent, entry.tail_ms / 1e3)
                     done = answer
                     record = self._record(index, captured, entry, "remote", done, nbytes, decision)
-                elif policy == "adaptive":
+                elif policy in ADAPTIVE:
                     estimator.timed_out(nbytes, give_up - sent, entry.tail_ms / 1e3)
                     late_frames.append((sent, answer, nbytes, entry.tail_ms / 1e3))
                     done = give_up + self.fallback.head_ms * load / 1e3
@@ -288,4 +289,4 @@ class Simulator:
 
 
 def policies(profile: Profile) -> list[str]:
-    return ["adaptive", "oracle"] + [f"static:{name}" for name in profile.names]
+    return [*ADAPTIVE, "oracle"] + [f"static:{name}" for name in profile.names]

@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--objective", choices=["accuracy", "latency"], default="accuracy", help="what to optimise (default: accuracy)"
     )
     adaptive.add_argument("--accuracy-floor", type=float, help="minimum profiled mAP for the latency objective")
+    adaptive.add_argument(
+        "--no-hedge",
+        action="store_true",
+        help="never run a local model while a frame is out (saves device work; late answers then miss)",
+    )
     adaptive.add_argument("--static-config", help="configuration name for --controller static (see the profile)")
     adaptive.add_argument(
         "--emulate-slowdown",
@@ -193,7 +198,9 @@ def _adaptive_edge(client: SplitClient, args: argparse.Namespace):
             raise ValueError(f"--controller static needs --static-config, one of: {', '.join(profile.names)}")
         controller = StaticController(profile, args.static_config)
     else:
-        controller = AdaptiveController(profile, args.deadline_ms, args.objective, args.accuracy_floor)
+        controller = AdaptiveController(
+            profile, args.deadline_ms, args.objective, args.accuracy_floor, hedge=not args.no_hedge
+        )
     return AdaptiveEdge(client, profile, controller, args.deadline_ms)
 
 
