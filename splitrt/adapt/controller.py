@@ -165,10 +165,12 @@ class AdaptiveController:
         if hedge is not None:
             p = UNKNOWN_P if p is None else p
             return p * entry.map + (1.0 - p) * hedge.map if p * (entry.map - hedge.map) >= MIN_GAIN else None
-        # Unhedged, a late answer is a missed deadline: the estimate must fit with its margin and the
-        # recent transfers must say it is likely (too few of them, just after start or an outage: no;
-        # hedged frames and explorations measure the link first).
-        return entry.map if self._fits(entry, est) and p is not None and p >= P_UNHEDGED else None
+        # Unhedged, a late answer is a missed deadline: the estimate must fit with its margin and, on
+        # a hedging edge, the recent transfers must say it is likely (too few of them, just after
+        # start or an outage: hedged frames and explorations measure the link first).  An edge that
+        # never hedges goes by the margin alone.
+        known = not self.hedge or (p is not None and p >= P_UNHEDGED)
+        return entry.map if self._fits(entry, est) and known else None
 
     def _best(self, est: Estimates) -> tuple[ConfigProfile, float, str]:
         predictions = {c.name: self.predict_ms(c, est) for c in self.profile.configs}
