@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -44,6 +45,24 @@ async def _push_through(proxy: ShapingProxy, payload: bytes) -> tuple[float, int
     await proxy.stop()
     sink.close()
     return elapsed, total[0]
+
+
+@contextlib.contextmanager
+def proxy_process(upstream: str, *flags: str):
+    """``splitrt channel`` as its own process between a client and ``upstream``; yields its address."""
+    port = free_port()
+    proxy = subprocess.Popen(
+        [sys.executable, "-m", "splitrt", "channel", "--listen", f"127.0.0.1:{port}", "--upstream", upstream, *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert "splitrt channel" in proxy.stdout.readline()
+        yield f"127.0.0.1:{port}"
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=10)
 
 
 def test_proxy_delivers_a_constant_rate_within_5_percent():
@@ -104,23 +123,13 @@ def test_profile_lists_every_configuration(shapes_profile):
 
 def test_adaptive_edge_through_the_proxy_survives_an_outage(server, shapes_profile, tmp_path):
     """Real server, real proxy process (resets connections for 2 s), real edge: every frame is answered."""
-    port = free_port()
-    proxy = subprocess.Popen(
-        [
-            sys.executable, "-m", "splitrt", "channel", "--mbps", "4", "--listen", f"127.0.0.1:{port}",
-            "--upstream", server.address, "--delay-ms", "10", "--outage", "6:2", "--outage-mode", "drop",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )  # fmt: skip
-    try:
-        assert "splitrt channel" in proxy.stdout.readline()
+    outage = ("--outage", "6:2", "--outage-mode", "drop")
+    with proxy_process(server.address, "--mbps", "4", "--delay-ms", "10", *outage) as address:
         out = tmp_path / "adaptive.jsonl"
         frames = 50
         run = subprocess.run(
             [
-                sys.executable, "-m", "splitrt.edge.cli", f"shapes-video:{frames}", "--server", f"127.0.0.1:{port}",
+                sys.executable, "-m", "splitrt.edge.cli", f"shapes-video:{frames}", "--server", address,
                 "--model", "shapes=shapes_fcos", "--controller", "adaptive", "--profile", str(shapes_profile),
                 "--deadline-ms", "400", "--fps", "5", "--out", str(out), "--quiet",
             ],
@@ -139,9 +148,6 @@ def test_adaptive_edge_through_the_proxy_survives_an_outage(server, shapes_profi
             assert {"config", "predicted_ms", "reason", "mode"} <= set(line["decision"])
             assert {"bandwidth_mbps", "rtt_ms", "device_load"} <= set(line["estimates"])
         assert "deadline met" in run.stdout
-    finally:
-        proxy.terminate()
-        proxy.wait(timeout=10)
 
 
 def test_link_probe_is_answered_without_running_the_model(server):
@@ -200,19 +206,8 @@ def test_hedged_frame_past_its_deadline_still_measures_the_link(server):
     """Through a proxy that stalls for 0.6 s: the local result now, the late answer as a link sample later."""
     import splitrt
 
-    port = free_port()
-    proxy = subprocess.Popen(
-        [
-            sys.executable, "-m", "splitrt", "channel", "--mbps", "8", "--listen", f"127.0.0.1:{port}",
-            "--upstream", server.address, "--outage", "0:0.6", "--outage-mode", "stall",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )  # fmt: skip
-    try:
-        assert "splitrt channel" in proxy.stdout.readline()
-        with splitrt.connect(f"127.0.0.1:{port}", "shapes=shapes_fcos", split="features.6/eb2", codec="entropy") as c:
+    with proxy_process(server.address, "--mbps", "8", "--outage", "0:0.6", "--outage-mode", "stall") as address:
+        with splitrt.connect(address, "shapes=shapes_fcos", split="features.6/eb2", codec="entropy") as c:
             c.local_input_size = 80
             result = c.detect(_shapes_image(), answer_by=time.perf_counter() + 0.2, hedge=True)
             assert result.mode == "fallback" and "no answer by the deadline" in result.note
@@ -226,6 +221,3 @@ def test_hedged_frame_past_its_deadline_still_measures_the_link(server):
             assert len(answers) == 1
             nbytes, rtt, server_s = answers[0]
             assert nbytes == result.wire_bytes and 0.2 < rtt < 1.3 and server_s > 0
-    finally:
-        proxy.terminate()
-        proxy.wait(timeout=10)
