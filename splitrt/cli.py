@@ -71,6 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     prefilter.add_argument("--steps", type=int, default=3000, help="steps (default: %(default)s)")
     prefilter.add_argument("--train-count", type=int, default=12000, help="training images (default: %(default)s)")
     prefilter.add_argument("--recall", type=float, default=0.99, help="recall of frames with objects to keep")
+    early_exit = trainers.add_parser(
+        "exit", help="train the early-exit detector on features.6 (the device's own result for hedged frames)"
+    )
+    early_exit.add_argument(
+        "--model", default="runs/bottleneck/shapes_fcos.safetensors", help="model weights to extend (rewritten)"
+    )
+    early_exit.add_argument("--steps", type=int, default=5000, help="steps (default: %(default)s)")
+    early_exit.add_argument("--batch-size", type=int, default=32, help="images per step (default: %(default)s)")
+    early_exit.add_argument("--train-count", type=int, default=6000, help="training images (default: %(default)s)")
 
     commands.add_parser("models", help="list models and their split points")
     commands.add_parser("codecs", help="list codecs")
@@ -355,6 +364,25 @@ def main(argv: list[str] | None = None) -> int:
             f"prefilter threshold {metrics['threshold']:.4f}: val recall {metrics['val_recall']:.3f}, "
             f"empty frames filtered {metrics['val_empty_filtered']:.3f} -> {weights}"
         )
+        return 0
+    if args.command == "train" and args.trainer == "exit":
+        from .models import build_model, save_weights
+        from .models.zoo import load_weights
+        from .train.early_exit import train_exit
+
+        weights = Path(args.model)
+        model = build_model("shapes_fcos", weights="random")
+        load_weights(model, weights, except_prefix="early_exit.")  # the exit is trained afresh
+        model.trained = True
+        metrics = train_exit(
+            model,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            train_count=args.train_count,
+            log_path=weights.parent / "exit-log.jsonl",
+        )
+        save_weights(model, weights)
+        print(f"early exit: val mAP {metrics['map']:.1f} (mAP50 {metrics['map50']:.1f}) -> {weights}")
         return 0
     if args.command == "bench" and args.bench == "load":
         from .bench import load

@@ -262,3 +262,30 @@ def test_hedged_frames_meet_the_deadline_on_a_bursty_link():
     assert by["adaptive"]["hit_rate"] >= 0.99
     unhedged = Simulator(scenario).run("adaptive", AdaptiveController(scenario.profile, 200, hedge=False))
     assert by["adaptive"]["mean_accuracy"] > unhedged.summary(200)["mean_accuracy"]
+
+
+def test_an_early_exit_hedges_the_split_whose_head_computes_its_input():
+    """After a features.6 head the exit costs only its own layers; after any other head, all of them."""
+    profile = toy_profile()
+    early_exit = entry("local", "local", 40.0, 0, 0, 55.0)
+    early_exit = replace(
+        early_exit,
+        config=Configuration("local", "local", early_exit="features.6"),
+        shares_input_with=["features.6/slim/entropy@0.25", "features.6/slim/entropy@1"],
+        after_shared_ms=10.0,
+    )
+    profile.configs.append(early_exit)
+    split, jpeg = profile["features.6/slim/entropy@1"], profile["offload/jpeg:90"]
+    assert early_exit.name == "exit@features.6"
+    assert early_exit.device_ms_after(split) == 10.0 and early_exit.device_ms_after(jpeg) == 40.0
+    assert profile.scaled(8.0)["exit@features.6"].after_shared_ms == 80.0
+    # 100 ms: 50 ms split head + 10 ms exit fits, + 60 ms local@80 does not
+    tight = AdaptiveController(profile, deadline_ms=100)
+    assert tight.hedge_for(split, estimates(2e6)).name == "exit@features.6"
+    assert tight.hedge_for(profile["features.6/slim/entropy@0.25"], estimates(2e6)).name == "exit@features.6"
+    assert tight.decide(0.0, estimates(2e6)).fallback.name == "exit@features.6"  # the best hedge for any head
+    # in the simulator a hedged split frame whose answer is late delivers the exit's result in time
+    trace = Trace.constant(1.0, 60).with_outages([(t, 0.7) for t in range(5, 55, 3)])
+    run = Simulator(Scenario(profile, trace, deadline_ms=100, fps=5)).run("adaptive")
+    late = [f for f in run.frames if f.mode == "fallback" and f.config.startswith("features.6")]
+    assert late and all(f.hit and f.accuracy == 55.0 for f in late)

@@ -118,7 +118,11 @@ def test_profile_lists_every_configuration(shapes_profile):
     slim = [profile[f"features.6/slim/entropy@{w:g}"].bytes_mean for w in (0.25, 0.5, 0.75, 1.0)]
     assert slim == sorted(slim)
     assert all(c.head_ms > 0 for c in profile.configs)
-    assert profile.fastest_local().config.input_size is not None  # a cheaper local model exists
+    assert not profile.fastest_local().config.remote  # a cheaper local model exists
+    assert {"local@80", "local@112"} <= set(names)
+    early_exit = profile["exit@features.6"]  # reuses the tensor of the features.6 heads (frozen students)
+    assert "features.6/eb2/entropy" in early_exit.shares_input_with and early_exit.after_shared_ms > 0
+    assert not any(name.startswith(("features.3", "offload")) for name in early_exit.shares_input_with)
 
 
 def test_adaptive_edge_through_the_proxy_survives_an_outage(server, shapes_profile, tmp_path):

@@ -10,7 +10,8 @@ fastest configuration wins (local-only included).
 Hedging: when the device can still run a local model after a remote
 configuration's head and finish by the deadline, the edge starts that local
 model as soon as the frame is sent and keeps whichever result is ready in
-time, the server's first.  Such a frame cannot miss its deadline, so the
+time, the server's first (an early exit on the tensor the head has just
+computed costs only its own layers).  Such a frame cannot miss its deadline, so the
 controller does not need to predict the link: it scores a hedged
 configuration by its expected accuracy, P(answer in time) x its mAP +
 (1 - P) x the local model's, with P taken from the recent transfer times
@@ -144,7 +145,8 @@ class AdaptiveController:
         fits = [
             c
             for c in self.profile.configs
-            if not c.config.remote and (head + c.head_ms * est.device_load) * (1.0 + STABLE_MARGIN) <= budget
+            if not c.config.remote
+            and (head + c.device_ms_after(entry) * est.device_load) * (1.0 + STABLE_MARGIN) <= budget
         ]
         return max(fits, key=lambda c: c.map) if fits else None
 

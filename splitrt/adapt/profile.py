@@ -38,10 +38,13 @@ class Configuration:
     codec: str
     width: float | None = None
     input_size: int | None = None  # local only: run the model at this input size
+    early_exit: str | None = None  # local only: the model's early exit at this cut instead of the whole model
 
     @property
     def name(self) -> str:
         if self.split == LOCAL:
+            if self.early_exit is not None:
+                return f"exit@{self.early_exit}"
             return LOCAL if self.input_size is None else f"local@{self.input_size}"
         base = f"{'offload' if self.split == INPUT_SPLIT else self.split}/{self.codec}"
         return base if self.width is None else f"{base}@{self.width:g}"
@@ -61,10 +64,20 @@ class ConfigProfile:
     tail_ms: float  # decode + tail where the profile was measured
     map: float  # COCO mAP@[.5:.95] on the profiling images
     bytes_samples: list[int] = field(default_factory=list)
+    #: Early exits: the remote configurations whose head computes this one's input on the way, and the
+    #: device time left after such a head (what a hedged frame's local result costs there).
+    shares_input_with: list[str] = field(default_factory=list)
+    after_shared_ms: float | None = None
 
     @property
     def name(self) -> str:
         return self.config.name
+
+    def device_ms_after(self, head: ConfigProfile) -> float:
+        """Device time of this local configuration right after ``head``'s head ran on the same frame."""
+        if self.after_shared_ms is not None and head.name in self.shares_input_with:
+            return self.after_shared_ms
+        return self.head_ms
 
 
 @dataclass
@@ -91,7 +104,12 @@ class Profile:
     def scaled(self, edge_slowdown: float) -> Profile:
         """The same profile for a device ``edge_slowdown`` times slower (for experiments)."""
         configs = [
-            replace(c, head_ms=c.head_ms * edge_slowdown, head_p95_ms=c.head_p95_ms * edge_slowdown)
+            replace(
+                c,
+                head_ms=c.head_ms * edge_slowdown,
+                head_p95_ms=c.head_p95_ms * edge_slowdown,
+                after_shared_ms=None if c.after_shared_ms is None else c.after_shared_ms * edge_slowdown,
+            )
             for c in self.configs
         ]
         device = {**self.device, "edge_slowdown": edge_slowdown}
@@ -119,11 +137,14 @@ class Profile:
 
 
 def default_configurations(model: SplitModel) -> list[Configuration]:
-    """Local (full size and two cheaper input sizes), JPEG offload, and every bottleneck of the model."""
+    """Local (full size, two cheaper input sizes, the early exit), JPEG offload, and every bottleneck."""
     configs = [Configuration(LOCAL, LOCAL)]
     size = _input_size(model)
     if size:
         configs += [Configuration(LOCAL, LOCAL, input_size=s) for s in (int(size * 0.75) // 16 * 16, size // 2)]
+    early_exit = getattr(model, "early_exit", None)
+    if early_exit is not None:
+        configs.append(Configuration(LOCAL, LOCAL, early_exit=early_exit.cut))
     configs += [Configuration(INPUT_SPLIT, f"jpeg:{q}") for q in (50, 75, 90)]
     for split in getattr(model, "branch_splits", []):
         branch = model.branch(split)
@@ -156,8 +177,7 @@ class Runner:
     @torch.inference_mode()
     def device_part(self, image: torch.Tensor) -> tuple[bytes | None, Any, dict | None]:
         if not self.config.remote:
-            with self.model.at_input_size(self.config.input_size):
-                return None, None, self.model.full(image)
+            return None, None, run_local(self.model, self.config, image)
         self._set_width()
         features, meta = self.model.head(image, self.config.split)
         return self.codec.encode(features), meta, None
@@ -165,6 +185,35 @@ class Runner:
     @torch.inference_mode()
     def server_part(self, payload: bytes, meta: Any) -> dict:
         return self.model.tail(self.codec.decode(payload), meta, self.config.split)
+
+
+def run_local(model: SplitModel, config: Configuration, image: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A local configuration's detections for one image: the early exit, or the whole model at its size."""
+    if config.early_exit is not None:
+        return model.exit_detect(image)
+    with model.at_input_size(config.input_size):
+        return model.full(image)
+
+
+def sharing_heads(model: SplitModel, config: Configuration, configs: list[Configuration]) -> list[Configuration]:
+    """The remote configurations whose head passes through ``config``'s early-exit input."""
+    if config.early_exit is None:
+        return []
+    return [c for c in configs if c.remote and model.shares_cut(c.split, config.early_exit)]
+
+
+@torch.inference_mode()
+def time_after_shared(model: SplitModel, config: Configuration, images: list[torch.Tensor]) -> list[float]:
+    """Milliseconds of the early exit alone, from the tensor a sharing head has already computed."""
+    times = []
+    cut = model.teacher_prefix(config.early_exit)
+    for image in images:
+        batch, meta = model.preprocess(image)
+        cut_features = cut(batch)
+        began = time.perf_counter()
+        model.exit_from_cut(cut_features, meta)
+        times.append((time.perf_counter() - began) * 1e3)
+    return times
 
 
 def measure(
@@ -187,6 +236,8 @@ def measure(
                 out = runner.server_part(payload, meta)
                 tail.append((time.perf_counter() - began) * 1e3)
             results += to_coco_results(dataset.image_id(index), out["boxes"], out["scores"], out["labels"])
+        shared = sharing_heads(model, config, configs)
+        after = time_after_shared(model, config, [dataset[i][0] for i in range(len(dataset))]) if shared else []
         entries.append(
             ConfigProfile(
                 config=config,
@@ -197,6 +248,8 @@ def measure(
                 tail_ms=statistics.median(tail) if tail else 0.0,
                 map=coco_map(dataset.coco(), results)["map"],
                 bytes_samples=sizes[:200],
+                shares_input_with=[c.name for c in shared],
+                after_shared_ms=statistics.median(after) if after else None,
             )
         )
     return entries
@@ -217,7 +270,12 @@ def remeasure_heads(profile: Profile, model: SplitModel, images: list[torch.Tens
             times.append((time.perf_counter() - began) * 1e3)
             if len(times) >= 50:
                 break
-        configs.append(replace(entry, head_ms=statistics.median(times), head_p95_ms=_quantile(times, 0.95)))
+        after = entry.after_shared_ms
+        if after is not None:
+            after = statistics.median(time_after_shared(model, entry.config, images * 3))
+        configs.append(
+            replace(entry, head_ms=statistics.median(times), head_p95_ms=_quantile(times, 0.95), after_shared_ms=after)
+        )
     device = {**device_description(), "remeasured": True}
     return Profile(profile.model, profile.fingerprint, device, profile.images, configs)
 

@@ -220,7 +220,7 @@ class Simulator:
         """A frame sent with its local model running meanwhile: the server's answer if in time, else local."""
         entry, fallback = decision.config, decision.fallback
         assert fallback is not None
-        local_done = sent + fallback.head_ms * load / 1e3
+        local_done = sent + fallback.device_ms_after(entry) * load / 1e3
         # the local result is kept until the deadline in case the (better) answer still comes
         ready = max(captured + self.s.deadline_ms / 1e3 - HAND_OVER_S, local_done)
         if answer <= ready:

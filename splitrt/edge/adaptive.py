@@ -96,11 +96,11 @@ class AdaptiveEdge:
         hedge = decision.fallback is not None and entry.config.remote
         if hedge:
             answer_by = captured + self.deadline_s - HAND_OVER_S
-            self.client.local_input_size = decision.fallback.config.input_size
+            self.client.use_local(decision.fallback.config.input_size, decision.fallback.config.early_exit is not None)
         elif self.adaptive:
             fallback_s = self.fallback.head_ms * load / 1e3
             answer_by = fallback_instant(captured, now, self.deadline_s, fallback_s, decision.predicted_ms)
-            self.client.local_input_size = self.fallback.config.input_size
+            self.client.use_local(self.fallback.config.input_size, self.fallback.config.early_exit is not None)
         else:
             answer_by = captured + self.deadline_s
         began = time.perf_counter()
@@ -139,7 +139,7 @@ class AdaptiveEdge:
     def _configure(self, entry: ConfigProfile) -> None:
         c = entry.config
         if c.split == LOCAL:
-            self.client.configure(None, "local", local_input_size=c.input_size)
+            self.client.configure(None, "local", local_input_size=c.input_size, local_exit=c.early_exit is not None)
         else:
             self.client.configure(c.split, c.codec, c.width)
 

@@ -22,7 +22,7 @@ import grpc
 import torch
 
 from ..codecs import CodecError, codec_kind, get_codec
-from ..models.base import INPUT_SPLIT, SplitError, SplitModel
+from ..models.base import INPUT_SPLIT, FrameMeta, SplitError, SplitModel
 from ..models.spec import ModelSpec, parse_model_flag
 from ..wire import kserve_v2_pb2 as pb
 from ..wire import kserve_v2_pb2_grpc as pb_grpc
@@ -67,6 +67,8 @@ class _Pending:
     sent: float = 0.0
     deadline: float = 0.0
     attempts: int = 0
+    #: The tensor at the early exit's cut and the frame's metadata, when the head computed it on the way.
+    cut: tuple[torch.Tensor, FrameMeta] | None = None
 
 
 class SplitClient:
@@ -108,6 +110,7 @@ class SplitClient:
         self.model = self.spec.build()
         self._codecs: dict[tuple[str, str], Any] = {}
         self.local_input_size: int | None = None
+        self.local_exit = False
         self.configure(split, codec, width)
         if prefilter and getattr(self.model, "prefilter", None) is None:
             raise SplitError(f"model {self.spec.name!r} has no prefilter")
@@ -147,12 +150,19 @@ class SplitClient:
         self._backoff = Backoff()
 
     def configure(
-        self, split: str | None, codec: str, width: float | None = None, local_input_size: int | None = None
+        self,
+        split: str | None,
+        codec: str,
+        width: float | None = None,
+        local_input_size: int | None = None,
+        local_exit: bool = False,
     ) -> None:
         """Choose how the next frames run: split point, codec, width, or local (``codec="local"``).
 
         Every head stays loaded and codecs are cached, so the adaptive controller can change
-        this per frame without a reload.
+        this per frame without a reload.  ``local_input_size`` and ``local_exit`` say which
+        local model runs (here, and for fallbacks): the whole model at that input size, or
+        the model's early exit.
         """
         if split is None:
             split = INPUT_SPLIT if codec_kind(codec) == "image" else default_split(self.model)
@@ -173,7 +183,21 @@ class SplitClient:
             raise SplitError(f"split {split!r} is not slimmable; it has no width to set")
         self.codec, self.split, self._slim = self._codecs[key], split, slim
         self.mode = {"local": "local", "image": "offload", "features": "split"}[self.codec.kind]
-        self.local_input_size = local_input_size
+        self.use_local(local_input_size, local_exit)
+
+    def use_local(self, input_size: int | None = None, early_exit: bool = False) -> None:
+        """The local model for local frames and fallbacks: the whole model at ``input_size``, or the early exit."""
+        if early_exit and getattr(self.model, "early_exit", None) is None:
+            raise SplitError(f"model {self.spec.name!r} has no early exit")
+        self.local_input_size, self.local_exit = input_size, early_exit
+
+    def run_local_model(self, image: torch.Tensor, cut: tuple[torch.Tensor, FrameMeta] | None = None) -> dict:
+        """The chosen local model's detections; the early exit starts from ``cut`` when the head left it."""
+        with torch.inference_mode():
+            if self.local_exit:
+                return self.model.exit_from_cut(*cut) if cut is not None else self.model.exit_detect(image)
+            with self.model.at_input_size(self.local_input_size):
+                return self.model.full(image)
 
     @property
     def width(self) -> float | None:
@@ -400,14 +424,21 @@ class SplitClient:
                     self.counters["prefiltered"] += 1
                     return result_from_outputs(result, _EMPTY_DETECTIONS)
             if self.codec.kind == "local":
-                with self.model.at_input_size(self.local_input_size):
-                    outputs = self.model.full(tensor)
+                outputs = self.run_local_model(tensor)
                 self._stretch(started, local=True)
                 result.timings_ms = {"head": _ms(started), "total": _ms(started)}
                 result.split = "local"
                 self.counters["local"] += 1
                 return result_from_outputs(result, outputs)
-            features, meta = head_output or self.model.head(tensor, self.split)
+            cut = None
+            if head_output is not None:
+                features, meta = head_output
+            elif self.local_exit and hasattr(self.model, "head_keeping_cut"):
+                # Kept for a hedged frame's early exit, which then needs only its own layers.
+                features, meta, cut_features = self.model.head_keeping_cut(tensor, self.split)
+                cut = None if cut_features is None else (cut_features, meta)
+            else:
+                features, meta = self.model.head(tensor, self.split)
         head_done = time.perf_counter()
         payload = self.codec.encode(features)
         self._stretch(started)
@@ -425,12 +456,11 @@ class SplitClient:
         )
         result.wire_bytes = len(payload)
         result.timings_ms = {"head": (head_done - started) * 1e3, "encode": (encoded - head_done) * 1e3}
-        return _Pending(result, request, tensor, started)
+        return _Pending(result, request, tensor, started, cut=cut)
 
     def _run_locally(self, item: _Pending, reason: str) -> FrameResult:
         began = time.perf_counter()
-        with torch.inference_mode(), self.model.at_input_size(self.local_input_size):
-            outputs = self.model.full(item.image)
+        outputs = self.run_local_model(item.image)
         self._stretch(began, local=True)
         result = item.result
         result.mode, result.note = "fallback", f"ran on the device: {reason}"
@@ -438,16 +468,22 @@ class SplitClient:
         self.counters["fallback"] += 1
         return result_from_outputs(result, outputs)
 
-    def _stretch(self, began: float, cancel: threading.Event | None = None, local: bool = False) -> None:
+    def _stretch(
+        self, began: float, cancel: threading.Event | None = None, local: bool = False, from_cut: bool = False
+    ) -> None:
         """Emulate a slower device: add (slowdown - 1) x the fastest time this work has taken here.
 
         Using the fastest time, not this one, keeps contention on this machine an additive
         delay (as it would be on the emulated device) instead of multiplying it.  ``local``:
-        the work was the local model (a fallback), not this configuration's head.  ``cancel``
+        the work was the local model (a fallback), not this configuration's head (``from_cut``:
+        an early exit that started from the head's tensor).  ``cancel``
         cuts the wait short (a hedged local model whose frame the server answered).
         """
         if self.device_slowdown > 1.0:
-            key = ("local", self.local_input_size) if local else (self.split, self.codec.name, self.width)
+            if local:
+                key = ("local", self.local_input_size, self.local_exit, from_cut)
+            else:
+                key = (self.split, self.codec.name, self.width)
             fastest = min(self._fastest.get(key, float("inf")), time.perf_counter() - began)
             self._fastest[key] = fastest
             delay = (self.device_slowdown - 1.0) * fastest

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import grpc
-import torch
 
 from ..adapt.simulate import LATE_ANSWER_S
 from ..wire.protocol import DECODE_US, QUEUE_US, TAIL_US, WireError, parse_response
@@ -78,9 +77,8 @@ class LocalRun(threading.Thread):
     def run(self) -> None:
         began = time.perf_counter()
         try:
-            with torch.inference_mode(), self.client.model.at_input_size(self.client.local_input_size):
-                self.outputs = self.client.model.full(self.item.image)
-            self.client._stretch(began, self.cancel, local=True)
+            self.outputs = self.client.run_local_model(self.item.image, self.item.cut)
+            self.client._stretch(began, self.cancel, local=True, from_cut=self.item.cut is not None)
         except Exception as exc:  # reported through the frame's result, never lost
             self.error = exc
         self.seconds = time.perf_counter() - began

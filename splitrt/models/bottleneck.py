@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torchvision.models.detection.image_list import ImageList
 
 with warnings.catch_warnings():  # compressai's import warns about torch.jit.script deprecation
     warnings.simplefilter("ignore", FutureWarning)
@@ -184,7 +185,14 @@ def branch_key(split: str) -> str:
 class BottleneckDetector(DetectionSplitModel):
     """A detector with learned bottleneck branches as extra split points (``<cut>/<variant>``)."""
 
-    def __init__(self, *args, branches: dict[str, BranchConfig], prefilter_cut: str | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        branches: dict[str, BranchConfig],
+        prefilter_cut: str | None = None,
+        exit_cut: str | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.prefilter_cut = prefilter_cut
         self.prefilter = None
@@ -205,6 +213,15 @@ class BottleneckDetector(DetectionSplitModel):
         for split, config in branches.items():
             cut_stride = self._specs[config.cut][0].stride
             self._specs[split] = [FeatureSpec(LATENT, config.latent_channels, cut_stride * 2 if cut_stride else None)]
+        # Built last, so the untrained weights of everything before it do not depend on it.
+        self.early_exit = None
+        if exit_cut is not None:
+            from .early_exit import EarlyExit
+
+            spec = self._specs[exit_cut][0]
+            head = self.detector.head.classification_head
+            size = int(self.detector.transform.min_size[0])
+            self.early_exit = EarlyExit(exit_cut, spec.channels, spec.stride or 8, head.num_classes, size)
 
     @property
     def split_points(self) -> list[str]:
@@ -266,21 +283,51 @@ class BottleneckDetector(DetectionSplitModel):
 
     def shares_prefilter_input(self, split: str) -> bool:
         """True when ``split``'s head computes the prefilter's input on the way (a frozen student at its cut)."""
-        if self.prefilter is None or split not in self.branch_splits:
+        return self.prefilter is not None and self.shares_cut(split, self.prefilter_cut)
+
+    def shares_cut(self, split: str, cut: str) -> bool:
+        """True when ``split``'s head passes through the teacher's own tensor at ``cut`` (a frozen student there)."""
+        if split not in self.branch_splits:
             return False
         cached = getattr(self, "_shared_prefix", None)
         if cached is None or cached[0] != self.fingerprint():
             cached = (self.fingerprint(), {})
             self._shared_prefix = cached
-        if split not in cached[1]:
+        if (split, cut) not in cached[1]:
             branch = self.branch(split)
-            same = branch.config.cut == self.prefilter_cut
+            same = branch.config.cut == cut
             if same:
-                teacher = self.teacher_prefix(self.prefilter_cut).state_dict()
+                teacher = self.teacher_prefix(cut).state_dict()
                 student = branch.student.state_dict()
                 same = teacher.keys() == student.keys() and all(torch.equal(teacher[k], student[k]) for k in teacher)
-            cached[1][split] = same
-        return cached[1][split]
+            cached[1][(split, cut)] = same
+        return cached[1][(split, cut)]
+
+    # -- the early exit ---------------------------------------------------------------------------
+    def head_keeping_cut(self, image: Tensor, split: str) -> tuple[OrderedDict[str, Tensor], FrameMeta, Tensor | None]:
+        """The head's output and, when the head passes through it, the early exit's input (else None)."""
+        if self.early_exit is None or not self.shares_cut(split, self.early_exit.cut):
+            return (*self.head(image, split), None)
+        batch, meta = self.preprocess(image)
+        branch = self.branch(split)
+        cut_features = branch.student(batch)
+        return OrderedDict([(LATENT, branch.latent(cut_features, None))]), meta, cut_features
+
+    def exit_from_cut(self, cut_features: Tensor, meta: FrameMeta) -> dict[str, Tensor]:
+        """The early exit's detections, in the original image's coordinates, from the tensor at its cut."""
+        if self.early_exit is None:
+            raise SplitError(f"model {self.name!r} has no early exit")
+        shape_only = cut_features.new_zeros(()).expand(1, 3, *meta.batch_size_hw)
+        images = ImageList(shape_only, [meta.resized_size])
+        detections = self.early_exit.detect(cut_features, images)
+        return self.detector.transform.postprocess(detections, images.image_sizes, [meta.original_size])[0]
+
+    def exit_detect(self, image: Tensor) -> dict[str, Tensor]:
+        """The early exit run from the image: the teacher's layers up to the cut, then the exit."""
+        if self.early_exit is None:
+            raise SplitError(f"model {self.name!r} has no early exit")
+        batch, meta = self.preprocess(image)
+        return self.exit_from_cut(self.teacher_prefix(self.early_exit.cut)(batch), meta)
 
     def head_with_prefilter(
         self, image: Tensor, split: str, threshold: float | None = None

@@ -289,6 +289,7 @@ def shapes_fcos(tv_weights: Any = None, **kwargs: Any) -> SplitModel:
         neck=det.backbone.fpn,
         branches=SHAPES_BRANCHES,
         prefilter_cut="features.6",
+        exit_cut="features.6",
     )
 
 

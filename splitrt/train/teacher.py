@@ -17,9 +17,11 @@ from . import checkpoint
 from .evaluation import detection_map
 
 
-def hflip(images: list[torch.Tensor], targets: list[dict], generator: torch.Generator) -> None:
+def hflip(
+    images: list[torch.Tensor], targets: list[dict], generator: torch.Generator, probability: float = 0.5
+) -> None:
     for i, (image, target) in enumerate(zip(images, targets)):
-        if torch.rand((), generator=generator) < 0.5:
+        if torch.rand((), generator=generator) < probability:
             images[i] = image.flip(-1)
             boxes = target["boxes"].clone()
             boxes[:, [0, 2]] = image.shape[-1] - target["boxes"][:, [2, 0]]
