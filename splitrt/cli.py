@@ -145,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: %(default)s, roughly a Raspberry Pi 4 against one x86 server core)",
     )
     simulate.add_argument("--contention", help="device slowdown windows START:END:FACTOR[,...] in seconds")
+    simulate.add_argument(
+        "--without",
+        action="append",
+        metavar="CONFIG",
+        help="leave this configuration out of the profile, e.g. exit@features.6 (repeatable; for ablations)",
+    )
     simulate.add_argument("--seed", type=int, default=0, help="seed of the per-frame byte draws (default: 0)")
     simulate.add_argument("--out", default="runs/simulate", help="folder for JSON and PNGs (default: %(default)s)")
     simulate.add_argument(

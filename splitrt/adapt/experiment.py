@@ -45,8 +45,12 @@ def run_experiment(scenario: Scenario, progress: bool = True) -> tuple[list[dict
 def best_static(rows: list[dict[str, Any]], remote_only: bool = True) -> dict[str, Any]:
     statics = [r for r in rows if r["policy"].startswith("static:")]
     if remote_only:
-        statics = [r for r in statics if not r["policy"].startswith("static:local")]
+        statics = [r for r in statics if not r["policy"].startswith(LOCAL_POLICIES)]
     return max(statics, key=lambda r: (r["hit_rate"], r["mean_accuracy"]))
+
+
+#: Static policies that run on the device alone (the names of local configurations).
+LOCAL_POLICIES = ("static:local", "static:exit@")
 
 
 def format_table(rows: list[dict[str, Any]], title: str) -> str:
@@ -115,6 +119,8 @@ def plot(runs: dict[str, RunResult], scenario: Scenario, out_prefix: Path, stati
 
 def main(args: Any) -> int:
     profile = Profile.load(args.profile)
+    if args.without:
+        profile = profile.without(args.without)
     if args.edge_slowdown != 1.0:
         profile = profile.scaled(args.edge_slowdown)
     out_dir = Path(args.out)
@@ -136,6 +142,7 @@ def main(args: Any) -> int:
         rows, runs = run_experiment(scenario)
         elapsed = time.perf_counter() - began
         static = best_static(rows)
+        overall = best_static(rows, remote_only=False)
         title = (
             f"\n{trace.name}: {trace.duration_s:.0f} s, mean {trace.mean_mbps:.2f} Mbit/s; deadline "
             f"{args.deadline_ms:g} ms, {args.fps:g} fps, base RTT {args.rtt_ms:g} ms, edge slowdown "
@@ -151,11 +158,16 @@ def main(args: Any) -> int:
             "adaptive_hit_rate": adaptive["hit_rate"],
             "adaptive_vs_oracle_accuracy": adaptive["mean_accuracy"] / oracle["mean_accuracy"],
             "adaptive_switches_per_min": adaptive["switches_per_min"],
+            "best_static_overall": overall["policy"],
+            "best_static_overall_hit_rate": overall["hit_rate"],
+            "best_static_overall_vs_oracle_accuracy": overall["mean_accuracy"] / oracle["mean_accuracy"],
         }
         print(
             f"best static remote: {static['policy']} {100 * static['hit_rate']:.1f}% | adaptive "
             f"{100 * adaptive['hit_rate']:.2f}% hits, accuracy {100 * verdict['adaptive_vs_oracle_accuracy']:.1f}% "
-            f"of the oracle's, {adaptive['switches_per_min']:.1f} switches/min"
+            f"of the oracle's, {adaptive['switches_per_min']:.1f} switches/min | best static overall: "
+            f"{overall['policy']} {100 * overall['hit_rate']:.1f}%, accuracy "
+            f"{100 * verdict['best_static_overall_vs_oracle_accuracy']:.1f}% of the oracle's"
         )
         prefix = out_dir / trace.name.replace(".", "_")
         pngs = plot(runs, scenario, prefix, static["policy"])

@@ -101,6 +101,15 @@ class Profile:
     def fastest_local(self) -> ConfigProfile:
         return min((c for c in self.configs if not c.config.remote), key=lambda c: c.head_ms)
 
+    def without(self, names: list[str]) -> Profile:
+        """The same profile less some configurations (ablations: what does one of them add?)."""
+        for name in names:
+            self[name]  # an unknown name is an error, not a silent no-op
+        configs = [c for c in self.configs if c.name not in names]
+        if not any(not c.config.remote for c in configs):
+            raise ValueError("a profile needs at least one local configuration (the fallback)")
+        return Profile(self.model, self.fingerprint, self.device, self.images, configs)
+
     def scaled(self, edge_slowdown: float) -> Profile:
         """The same profile for a device ``edge_slowdown`` times slower (for experiments)."""
         configs = [
