@@ -44,13 +44,15 @@ def test_the_shipped_exit_detects_on_images_training_never_saw(model):
     assert 40.0 < exit_map < full_map, (exit_map, full_map)
 
 
-def test_a_hedged_split_frame_runs_the_exit_on_the_tensor_its_head_left():
+@pytest.mark.parametrize("prefilter", [False, True])
+def test_a_hedged_split_frame_runs_the_exit_on_the_tensor_its_head_left(prefilter):
     """Dead server: the exit's result is delivered, computed from the head's tensor, not from the image again."""
     import splitrt
 
     image = ShapesDetection("val", 1)[0][0]
     dead = f"127.0.0.1:{free_port()}"
-    with splitrt.connect(dead, "shapes_fcos", split="features.6/eb2", codec="entropy") as client:
+    options = {"prefilter": True, "prefilter_threshold": 0.0} if prefilter else {}
+    with splitrt.connect(dead, "shapes_fcos", split="features.6/eb2", codec="entropy", **options) as client:
         expected = client.model.exit_detect(image)
         client.use_local(early_exit=True)
 

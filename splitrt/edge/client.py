@@ -409,14 +409,14 @@ class SplitClient:
         tensor = to_image_tensor(image)
         result = FrameResult(frame_id, self.mode, self.split, self.codec.name, 0, width=self.width)
         with torch.inference_mode():
-            head_output = None
+            head_output = None  # (features, meta, the early exit's input when the head passed through it)
             if self.prefilter:
                 threshold = self.prefilter_threshold
                 threshold = float(self.model.prefilter.threshold) if threshold is None else threshold
                 if self.codec.kind == "local":
                     score = self.model.prefilter_score(tensor)
                 else:  # one pass over the layers the head and the prefilter share
-                    score, head_output = self.model.head_with_prefilter(tensor, self.split, threshold)
+                    score, head_output = self.model.prefiltered_head(tensor, self.split, threshold)
                 result.prefilter_score = score
                 if score < threshold:
                     result.mode, result.note = "prefiltered", f"prefilter score {score:.3f} < threshold {threshold:.3f}"
@@ -430,15 +430,14 @@ class SplitClient:
                 result.split = "local"
                 self.counters["local"] += 1
                 return result_from_outputs(result, outputs)
-            cut = None
-            if head_output is not None:
-                features, meta = head_output
-            elif self.local_exit and hasattr(self.model, "head_keeping_cut"):
-                # Kept for a hedged frame's early exit, which then needs only its own layers.
-                features, meta, cut_features = self.model.head_keeping_cut(tensor, self.split)
-                cut = None if cut_features is None else (cut_features, meta)
-            else:
-                features, meta = self.model.head(tensor, self.split)
+            if head_output is None:
+                if hasattr(self.model, "head_keeping_cut"):
+                    head_output = self.model.head_keeping_cut(tensor, self.split)
+                else:
+                    head_output = (*self.model.head(tensor, self.split), None)
+            features, meta, cut_features = head_output
+            # Kept for a hedged frame's early exit, which then needs only its own layers.
+            cut = (cut_features, meta) if cut_features is not None and self.local_exit else None
         head_done = time.perf_counter()
         payload = self.codec.encode(features)
         self._stretch(started)

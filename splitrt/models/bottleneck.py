@@ -20,7 +20,7 @@ with warnings.catch_warnings():  # compressai's import warns about torch.jit.scr
     warnings.simplefilter("ignore", FutureWarning)
     from compressai.entropy_models.entropy_models import EntropyModel
 
-from .base import INPUT_SPLIT, FeatureSpec, FrameMeta, SplitError
+from .base import FeatureSpec, FrameMeta, SplitError
 from .detection import DetectionSplitModel
 from .stages import Stage
 
@@ -306,7 +306,7 @@ class BottleneckDetector(DetectionSplitModel):
     # -- the early exit ---------------------------------------------------------------------------
     def head_keeping_cut(self, image: Tensor, split: str) -> tuple[OrderedDict[str, Tensor], FrameMeta, Tensor | None]:
         """The head's output and, when the head passes through it, the early exit's input (else None)."""
-        if self.early_exit is None or not self.shares_cut(split, self.early_exit.cut):
+        if not self._exit_reads(split):
             return (*self.head(image, split), None)
         batch, meta = self.preprocess(image)
         branch = self.branch(split)
@@ -336,21 +336,32 @@ class BottleneckDetector(DetectionSplitModel):
 
         Where the split's head does not pass through the prefilter's input the two run separately.
         """
+        score, kept = self.prefiltered_head(image, split, threshold)
+        return score, None if kept is None else kept[:2]
+
+    def prefiltered_head(
+        self, image: Tensor, split: str, threshold: float | None = None
+    ) -> tuple[float, tuple[OrderedDict[str, Tensor], FrameMeta, Tensor | None] | None]:
+        """``head_with_prefilter``, keeping the early exit's input too when the head passed through it."""
         if self.prefilter is None:
             raise SplitError(f"model {self.name!r} has no prefilter")
         threshold = float(self.prefilter.threshold) if threshold is None else threshold
-        batch, meta = self.preprocess(image)
         if self.shares_prefilter_input(split):
+            batch, meta = self.preprocess(image)
             branch = self.branch(split)
             cut_features = branch.student(batch)
             score = self._score(cut_features)
             if score < threshold:
                 return score, None
-            return score, (OrderedDict([(LATENT, branch.latent(cut_features, None))]), meta)
-        score = self._score(self.prefilter_features(batch))
+            exit_input = cut_features if self._exit_reads(split) else None
+            return score, (OrderedDict([(LATENT, branch.latent(cut_features, None))]), meta, exit_input)
+        score = self._score(self.prefilter_features(self.preprocess(image)[0]))
         if score < threshold:
             return score, None
-        return score, (self.head(image, split) if split == INPUT_SPLIT else (self.head_from_batch(batch, split), meta))
+        return score, self.head_keeping_cut(image, split)
+
+    def _exit_reads(self, split: str) -> bool:
+        return self.early_exit is not None and self.shares_cut(split, self.early_exit.cut)
 
     def prefilter_score(self, image: Tensor) -> float:
         """Probability that ``image`` (CHW in [0, 1]) holds an object of interest."""
