@@ -252,7 +252,8 @@ class AdaptiveController:
             return None
         self._explore_wait = min(self._explore_wait * 2, MAX_EXPLORE_WAIT_S)
         self._local_since = now_s
-        hedged = [c for c in candidates if self.hedge_for(c, est) is not None]  # a try that cannot miss
+        # A try that cannot miss, and that is worth more than its local result when it gets through.
+        hedged = [c for c in candidates if (h := self.hedge_for(c, est)) is not None and c.map > h.map]
         choice = min(hedged or candidates, key=lambda c: c.bytes_p95)
         return self._switch(choice, self.predict_ms(choice, est), "explore: is the link better now?", now_s, est)
 
