@@ -87,3 +87,27 @@ def test_training_the_exit_lowers_its_loss(tmp_path):
     losses = [json.loads(line)["loss"] for line in log.read_text().splitlines() if "loss" in line]
     assert len(losses) == 40 and sum(losses[-5:]) < sum(losses[:5])
     assert 0.0 <= metrics["map"] <= 100.0
+
+
+def test_the_edge_cli_runs_the_exit_locally_and_refuses_a_model_without_one(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "exit.jsonl"
+    base = [sys.executable, "-m", "splitrt.edge.cli", "shapes-video:3", "--server", f"127.0.0.1:{free_port()}"]
+    run = subprocess.run(
+        [*base, "--model", "shapes_fcos", "--codec", "local", "--local-model", "exit", "--out", str(out), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["mode"] for line in lines] == ["local"] * 3 and all(line["detections"] for line in lines)
+    refused = subprocess.run(
+        [*base, "--model", "resnet18", "--codec", "local", "--local-model", "exit", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert refused.returncode == 2 and "has no early exit" in refused.stderr

@@ -27,6 +27,8 @@ WEBP_QUALITIES = [10, 30, 50, 80]
 def configurations(model: SplitModel) -> list[tuple[str, str, str, float | None]]:
     """(family, split, codec, width) for every curve of the plot."""
     configs: list[tuple[str, str, str, float | None]] = [("local teacher", "local", "local", None)]
+    if getattr(model, "early_exit", None) is not None:
+        configs.append(("local early exit", "local", "exit", None))
     configs += [("JPEG", INPUT_SPLIT, f"jpeg:{q}", None) for q in JPEG_QUALITIES]
     configs += [("WebP", INPUT_SPLIT, f"webp:{q}", None) for q in WEBP_QUALITIES]
     for cut in ("features.3", "features.6"):
@@ -47,13 +49,13 @@ def evaluate(
     model: SplitModel, dataset: ShapesDetection, split: str, codec_name: str, width: float | None = None
 ) -> dict[str, Any]:
     sizes, results = [], []
-    codec = None if codec_name == "local" else get_codec(codec_name, model, split)
+    codec = None if codec_name in ("local", "exit") else get_codec(codec_name, model, split)
     if width is not None:
         model.branch(split).set_width(width)
     for index in range(len(dataset)):
         image = dataset[index][0]
         if codec is None:
-            out = model.full(image)
+            out = model.exit_detect(image) if codec_name == "exit" else model.full(image)
             sizes.append(0)
         else:
             features, meta = model.head(image, split)
@@ -161,6 +163,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
     for family, rows in families.items():
         if family == "local teacher":
             ax.axhline(rows[0]["map"], color="black", linestyle="--", linewidth=1, label="local teacher (no network)")
+            continue
+        if family == "local early exit":
+            ax.axhline(rows[0]["map"], color="gray", linestyle=":", linewidth=1, label="local early exit (no network)")
             continue
         rows = sorted(rows, key=lambda r: r["bytes_mean"])
         style = "-o" if len(rows) > 1 else "s"

@@ -80,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-resends", type=int, default=2, help="resends of a frame after a broken stream (default: %(default)s)"
     )
+    parser.add_argument(
+        "--local-model",
+        choices=["full", "exit"],
+        default="full",
+        help="what runs on this device for --codec local and for frames the server cannot answer: the whole "
+        "model, or its early exit (cheaper, less accurate; shapes_fcos has one) (default: %(default)s)",
+    )
     parser.add_argument("--width", type=float, help="latent width of a slimmable split, e.g. 0.5 (default: full)")
     parser.add_argument("--prefilter", action="store_true", help="do not send frames the prefilter finds empty")
     parser.add_argument(
@@ -156,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             prefilter_threshold=args.prefilter_threshold,
             device_slowdown=args.emulate_slowdown,
         )
+        client.use_local(early_exit=args.local_model == "exit")
     except (ValueError, SourceError, CodecError, SplitError, FileNotFoundError) as exc:
         print(f"splitrt-edge: {exc}", file=sys.stderr)
         out.close()
