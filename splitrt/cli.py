@@ -350,14 +350,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"slimmable bottleneck written to {path}")
         return 0
     if args.command == "train" and args.trainer == "prefilter":
-        from .models import build_model, save_weights
-        from .models.zoo import load_weights
+        from .models import save_weights
+        from .train.checkpoint import model_to_extend
         from .train.prefilter import train_prefilter
 
         weights = Path(args.model)
-        model = build_model("shapes_fcos", weights="random")
-        load_weights(model, weights, except_prefix="prefilter.")  # the prefilter is trained afresh
-        model.trained = True
+        model = model_to_extend(weights, "prefilter.")  # the prefilter is trained afresh
         metrics = train_prefilter(
             model,
             steps=args.steps,
@@ -372,14 +370,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     if args.command == "train" and args.trainer == "exit":
-        from .models import build_model, save_weights
-        from .models.zoo import load_weights
+        from .models import save_weights
+        from .train.checkpoint import model_to_extend
         from .train.early_exit import train_exit
 
         weights = Path(args.model)
-        model = build_model("shapes_fcos", weights="random")
-        load_weights(model, weights, except_prefix="early_exit.")  # the exit is trained afresh
-        model.trained = True
+        model = model_to_extend(weights, "early_exit.")  # the exit is trained afresh
         metrics = train_exit(
             model,
             steps=args.steps,

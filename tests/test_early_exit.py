@@ -77,11 +77,11 @@ def test_an_edge_without_an_exit_says_so():
 
 
 def test_training_the_exit_lowers_its_loss(tmp_path):
-    from splitrt.models.zoo import load_weights, shipped_weights
+    from splitrt.models.zoo import shipped_weights
+    from splitrt.train.checkpoint import model_to_extend
     from splitrt.train.early_exit import train_exit
 
-    model = build_model("shapes_fcos", weights="random")
-    load_weights(model, shipped_weights("shapes_fcos"), except_prefix="early_exit.")  # an untrained exit
+    model = model_to_extend(shipped_weights("shapes_fcos"), "early_exit.")  # an untrained exit
     log = tmp_path / "exit-log.jsonl"
     metrics = train_exit(model, steps=40, batch_size=8, train_count=48, val_count=4, log_path=log)
     losses = [json.loads(line)["loss"] for line in log.read_text().splitlines() if "loss" in line]

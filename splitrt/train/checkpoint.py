@@ -27,6 +27,19 @@ def load_detector(model: nn.Module, path: Path) -> None:
     model._fingerprint = None
 
 
+def model_to_extend(weights: Path, retrained: str) -> nn.Module:
+    """shapes_fcos from ``weights``, except the submodule ``retrained`` (e.g. ``"prefilter."``), trained next.
+
+    The file need not hold that submodule yet: it keeps its fresh (untrained) weights.
+    """
+    from ..models import build_model
+
+    model = build_model("shapes_fcos", weights="random")
+    load_weights(model, weights, except_prefix=retrained)
+    model.trained = True
+    return model
+
+
 def save(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, step: int) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     tmp_weights, tmp_state = directory / "last.safetensors.tmp", directory / "last-state.pt.tmp"
