@@ -14,14 +14,13 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torchvision.models.detection.image_list import ImageList
 
 with warnings.catch_warnings():  # compressai's import warns about torch.jit.script deprecation
     warnings.simplefilter("ignore", FutureWarning)
     from compressai.entropy_models.entropy_models import EntropyModel
 
-from .base import FeatureSpec, FrameMeta, SplitError
-from .detection import DetectionSplitModel
+from .base import INPUT_SPLIT, FeatureSpec, FrameMeta, SplitError
+from .detection import DetectionSplitModel, shape_only_images
 from .stages import Stage
 
 LATENT = "y"
@@ -306,9 +305,15 @@ class BottleneckDetector(DetectionSplitModel):
     # -- the early exit ---------------------------------------------------------------------------
     def head_keeping_cut(self, image: Tensor, split: str) -> tuple[OrderedDict[str, Tensor], FrameMeta, Tensor | None]:
         """The head's output and, when the head passes through it, the early exit's input (else None)."""
-        if not self._exit_reads(split):
+        if split == INPUT_SPLIT:
             return (*self.head(image, split), None)
-        batch, meta = self.preprocess(image)
+        return self._batch_head_keeping_cut(*self.preprocess(image), split)
+
+    def _batch_head_keeping_cut(
+        self, batch: Tensor, meta: FrameMeta, split: str
+    ) -> tuple[OrderedDict[str, Tensor], FrameMeta, Tensor | None]:
+        if not self._exit_reads(split):
+            return self.head_from_batch(batch, split), meta, None
         branch = self.branch(split)
         cut_features = branch.student(batch)
         return OrderedDict([(LATENT, branch.latent(cut_features, None))]), meta, cut_features
@@ -317,8 +322,7 @@ class BottleneckDetector(DetectionSplitModel):
         """The early exit's detections, in the original image's coordinates, from the tensor at its cut."""
         if self.early_exit is None:
             raise SplitError(f"model {self.name!r} has no early exit")
-        shape_only = cut_features.new_zeros(()).expand(1, 3, *meta.batch_size_hw)
-        images = ImageList(shape_only, [meta.resized_size])
+        images = shape_only_images(cut_features, meta.batch_size_hw, [meta.resized_size])
         detections = self.early_exit.detect(cut_features, images)
         return self.detector.transform.postprocess(detections, images.image_sizes, [meta.original_size])[0]
 
@@ -346,8 +350,8 @@ class BottleneckDetector(DetectionSplitModel):
         if self.prefilter is None:
             raise SplitError(f"model {self.name!r} has no prefilter")
         threshold = float(self.prefilter.threshold) if threshold is None else threshold
+        batch, meta = self.preprocess(image)
         if self.shares_prefilter_input(split):
-            batch, meta = self.preprocess(image)
             branch = self.branch(split)
             cut_features = branch.student(batch)
             score = self._score(cut_features)
@@ -355,10 +359,12 @@ class BottleneckDetector(DetectionSplitModel):
                 return score, None
             exit_input = cut_features if self._exit_reads(split) else None
             return score, (OrderedDict([(LATENT, branch.latent(cut_features, None))]), meta, exit_input)
-        score = self._score(self.prefilter_features(self.preprocess(image)[0]))
+        score = self._score(self.prefilter_features(batch))
         if score < threshold:
             return score, None
-        return score, self.head_keeping_cut(image, split)
+        if split == INPUT_SPLIT:
+            return score, (*self.head(image, split), None)
+        return score, self._batch_head_keeping_cut(batch, meta, split)
 
     def _exit_reads(self, split: str) -> bool:
         return self.early_exit is not None and self.shares_cut(split, self.early_exit.cut)

@@ -144,10 +144,7 @@ class DetectionSplitModel(SplitModel):
             run_stages(self._stages, x, emitted, start, len(self._stages))
             maps = self._neck(emitted) if self._neck is not None else emitted
         first = next(iter(maps.values()))
-        # Only the padded batch's shape is read downstream (anchor strides), so a
-        # zero-stride view stands in for the images the edges never sent.
-        shape_only = first.new_zeros(()).expand(len(frames), 3, *metas[0].batch_size_hw)
-        images = ImageList(shape_only, [m.resized_size for m in metas])
+        images = shape_only_images(first, metas[0].batch_size_hw, [m.resized_size for m in metas])
         detections = self._predict(self.detector, images, maps)
         return self.detector.transform.postprocess(detections, images.image_sizes, [m.original_size for m in metas])
 
@@ -166,6 +163,15 @@ class DetectionSplitModel(SplitModel):
 
     def full(self, image: Tensor) -> dict[str, Tensor]:
         return self.detector([image])[0]
+
+
+def shape_only_images(like: Tensor, batch_hw: tuple[int, int], image_sizes: list[tuple[int, int]]) -> ImageList:
+    """The ImageList a detector's head and post-processing need, without the images.
+
+    Only the padded batch's shape is read downstream (anchor strides), so a zero-stride
+    view stands in for images that were never sent (or never kept).
+    """
+    return ImageList(like.new_zeros(()).expand(len(image_sizes), 3, *batch_hw), list(image_sizes))
 
 
 # -- what follows the backbone, per detector family -------------------------------

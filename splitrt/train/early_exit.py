@@ -8,11 +8,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
-from torchvision.models.detection.image_list import ImageList
 from tqdm import tqdm
 
 from ..data.datasets import ShapesDetection, collate
 from ..models.bottleneck import BottleneckDetector
+from ..models.detection import shape_only_images
 from . import checkpoint
 from .evaluation import detection_map
 from .teacher import hflip
@@ -75,8 +75,8 @@ def train_exit(
     for step in bar:
         index = torch.randint(0, len(features), (batch_size,), generator=generator)
         batch_targets = [targets[i] for i in index.tolist()]
-        shape_only = features.new_zeros(()).expand(batch_size, 3, *size)
-        losses = exit_module(ImageList(shape_only, [size] * batch_size), features[index].float(), batch_targets)
+        images = shape_only_images(features, size, [size] * batch_size)
+        losses = exit_module(images, features[index].float(), batch_targets)
         loss = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
