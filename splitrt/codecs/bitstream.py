@@ -13,19 +13,20 @@ feature codec reports them the same way.
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 
 import zstandard
 
-from .base import CodecError
+from .base import CodecError, clip
 
 MAGIC = b"SRTF"
 VERSION = 1
 FLAG_ZSTD = 1
 MAX_TENSORS = 64
 MAX_NDIM = 8
-#: Bound on the decompressed size so a tiny corrupt payload cannot exhaust memory.
+#: Bound on the decompressed size when the receiver gives none (tools, tests); servers pass their model's.
 MAX_BODY_BYTES = 1 << 27
 
 TensorRecord = tuple[str, tuple[int, ...], bytes]
@@ -48,7 +49,8 @@ def pack(records: list[TensorRecord], compress: bool, level: int = 3) -> bytes:
     return MAGIC + struct.pack("<BB", VERSION, flags) + body + struct.pack("<I", crc)
 
 
-def unpack(payload: bytes, expect_compressed: bool) -> list[TensorRecord]:
+def unpack(payload: bytes, expect_compressed: bool, max_body_bytes: int = MAX_BODY_BYTES) -> list[TensorRecord]:
+    """The records of a container; a body (after zstd) larger than ``max_body_bytes`` is refused unread."""
     if len(payload) < 10:
         raise CodecError(f"feature bitstream truncated: {len(payload)} bytes is shorter than the 10-byte frame")
     if payload[:4] != MAGIC:
@@ -62,16 +64,34 @@ def unpack(payload: bytes, expect_compressed: bool) -> list[TensorRecord]:
             f"bitstream is {'zstd-compressed' if compressed else 'uncompressed'} but the codec "
             f"expects {'zstd-compressed' if expect_compressed else 'uncompressed'} data"
         )
-    body = bytes(payload[6:-4])
+    body = memoryview(payload)[6:-4]
     (crc,) = struct.unpack_from("<I", payload, len(payload) - 4)
     if compressed:
-        try:
-            body = zstandard.ZstdDecompressor().decompress(body, max_output_size=MAX_BODY_BYTES)
-        except zstandard.ZstdError as exc:
-            raise CodecError(f"zstd could not decompress the feature bitstream (corrupt or truncated): {exc}") from exc
+        body = _inflate(body, max_body_bytes)
+    elif len(body) > max_body_bytes:
+        raise CodecError(f"feature bitstream body of {len(body)} bytes exceeds this frame's limit of {max_body_bytes}")
     if zlib.crc32(body) != crc:
         raise CodecError("feature bitstream checksum mismatch: the payload was corrupted or truncated")
-    return _parse_body(body)
+    return _parse_body(bytes(body))
+
+
+def _inflate(body: memoryview, limit: int) -> bytes:
+    """zstd with a hard cap on the output, whatever the frame header claims.
+
+    python-zstandard's ``max_output_size`` is ignored when the header declares a content
+    size, so a declared size is checked first, and an undeclared one is streamed with a cap.
+    """
+    try:
+        declared = zstandard.frame_content_size(body)
+        if declared > limit:
+            raise CodecError(f"zstd frame declares {declared} bytes, over this frame's limit of {limit}")
+        reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(body), read_across_frames=False)
+        out = reader.read(limit + 1)
+    except zstandard.ZstdError as exc:
+        raise CodecError(f"zstd could not decompress the feature bitstream (corrupt or truncated): {exc}") from None
+    if len(out) > limit:
+        raise CodecError(f"zstd frame inflates past this frame's limit of {limit} bytes")
+    return out
 
 
 def _parse_body(body: bytes) -> list[TensorRecord]:
@@ -85,7 +105,7 @@ def _parse_body(body: bytes) -> list[TensorRecord]:
         name = reader.raw(name_len).decode("utf-8", errors="replace")
         (ndim,) = reader.take("<B")
         if ndim > MAX_NDIM:
-            raise CodecError(f"tensor {name!r} claims {ndim} dimensions (at most {MAX_NDIM})")
+            raise CodecError(f"tensor {clip(name)} claims {ndim} dimensions (at most {MAX_NDIM})")
         shape = tuple(reader.take(f"<{ndim}I"))
         (size,) = reader.take("<I")
         records.append((name, shape, reader.raw(size)))

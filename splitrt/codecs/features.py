@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from . import bitstream
-from .base import Codec, CodecError
+from .base import Codec, CodecError, PayloadLimits, clip
 
 
 class TensorCodec(Codec):
@@ -30,13 +30,18 @@ class TensorCodec(Codec):
             records.append((name, tuple(t.shape), self.pack_tensor(t)))
         return bitstream.pack(records, self.compress)
 
-    def decode(self, payload: bytes) -> OrderedDict[str, Tensor]:
+    def decode(self, payload: bytes, limits: PayloadLimits | None = None) -> OrderedDict[str, Tensor]:
         out: OrderedDict[str, Tensor] = OrderedDict()
-        for name, shape, data in bitstream.unpack(payload, self.compress):
+        max_body = bitstream.MAX_BODY_BYTES if limits is None else limits.max_body_bytes
+        for name, shape, data in bitstream.unpack(payload, self.compress, max_body):
+            if limits is not None:
+                limits.check_shape(name, shape)
+            if name in out:
+                raise CodecError(f"tensor {clip(name)} appears twice in the bitstream")
             expected = self.payload_size(shape)
             if len(data) != expected:
                 raise CodecError(
-                    f"tensor {name!r} of shape {list(shape)} needs {expected} bytes "
+                    f"tensor {clip(name)} of shape {list(shape)} needs {expected} bytes "
                     f"for {self.base_name}, got {len(data)}"
                 )
             out[name] = self.unpack_tensor(data, shape)

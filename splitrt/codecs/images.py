@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 from collections import OrderedDict
 
 import numpy as np
@@ -11,11 +12,12 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .base import Codec, CodecError
+from .base import DEFAULT_LIMITS, Codec, CodecError, PayloadLimits
 
-#: Refuse to decode images larger than this (a decompression bomb guard).
-MAX_PIXELS = 40_000_000
 RAW_MAGIC = b"SRTR"
+#: The formats a server decodes: what cameras, PIL, OpenCV and ffmpeg write; nothing exotic to attack.
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP")
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
 
 def image_tensor_to_uint8(features: OrderedDict[str, Tensor]) -> np.ndarray:
@@ -33,18 +35,38 @@ def uint8_to_image_tensor(array: np.ndarray) -> OrderedDict[str, Tensor]:
     return OrderedDict(image=tensor.unsqueeze(0))
 
 
-def decode_image_bytes(payload: bytes) -> np.ndarray:
-    """Any format PIL reads (JPEG, PNG, WebP, ...) to HxWx3 uint8 RGB."""
+def decode_image_bytes(payload: bytes, limits: PayloadLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """A JPEG, PNG or WebP to HxWx3 uint8 RGB, strictly: a truncated or oversized image is refused.
+
+    The size is checked from the header before any pixel is decoded.
+    """
     try:
-        with Image.open(io.BytesIO(payload)) as img:
-            if img.width * img.height > MAX_PIXELS:
-                raise CodecError(f"image of {img.width}x{img.height} pixels exceeds the {MAX_PIXELS} pixel limit")
-            img.load()
+        with Image.open(io.BytesIO(payload), formats=ACCEPTED_FORMATS) as img:
+            limits.check_image(img.height, img.width)
+            _check_complete(payload, img.format)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                img.load()
             return np.asarray(img.convert("RGB"))
     except CodecError:
         raise
     except Exception as exc:  # PIL raises many types for bad data
-        raise CodecError(f"could not decode image payload ({len(payload)} bytes): {exc}") from exc
+        raise CodecError(f"could not decode image payload ({len(payload)} bytes): {exc}") from None
+
+
+def _check_complete(payload: bytes, fmt: str | None) -> None:
+    """Lenient decoders fill a cut-off image with grey; refuse any image whose end marker is missing."""
+    if fmt == "JPEG":
+        complete = payload.rstrip(b"\x00").endswith(b"\xff\xd9")
+    elif fmt == "PNG":
+        complete = payload.endswith(_PNG_END)
+    elif fmt == "WEBP":
+        (size,) = struct.unpack_from("<I", payload, 4)
+        complete = size + 8 in (len(payload), len(payload) - 1)
+    else:
+        complete = False
+    if not complete:
+        raise CodecError(f"{fmt} image of {len(payload)} bytes is truncated or has trailing data (no end marker)")
 
 
 class PillowImageCodec(Codec):
@@ -66,9 +88,9 @@ class PillowImageCodec(Codec):
         Image.fromarray(image_tensor_to_uint8(features)).save(buffer, format=self.format, **args)
         return buffer.getvalue()
 
-    def decode(self, payload: bytes) -> OrderedDict[str, Tensor]:
-        # Any format PIL reads is accepted, whatever this codec itself writes.
-        return uint8_to_image_tensor(decode_image_bytes(payload))
+    def decode(self, payload: bytes, limits: PayloadLimits | None = None) -> OrderedDict[str, Tensor]:
+        # Any accepted format, whatever this codec itself writes.
+        return uint8_to_image_tensor(decode_image_bytes(payload, limits or DEFAULT_LIMITS))
 
 
 class RawImageCodec(Codec):
@@ -81,12 +103,11 @@ class RawImageCodec(Codec):
         array = image_tensor_to_uint8(features)
         return RAW_MAGIC + struct.pack("<II", array.shape[0], array.shape[1]) + array.tobytes()
 
-    def decode(self, payload: bytes) -> OrderedDict[str, Tensor]:
+    def decode(self, payload: bytes, limits: PayloadLimits | None = None) -> OrderedDict[str, Tensor]:
         if len(payload) < 12 or payload[:4] != RAW_MAGIC:
             raise CodecError("payload is not a raw splitrt image (bad magic or too short)")
         height, width = struct.unpack_from("<II", payload, 4)
-        if height * width > MAX_PIXELS:
-            raise CodecError(f"raw image of {width}x{height} pixels exceeds the {MAX_PIXELS} pixel limit")
+        (limits or DEFAULT_LIMITS).check_image(height, width)
         expected = 12 + 3 * height * width
         if len(payload) != expected:
             raise CodecError(f"raw image of {width}x{height} needs {expected} bytes, got {len(payload)}")
@@ -102,5 +123,5 @@ class LocalCodec(Codec):
     def encode(self, features: OrderedDict[str, Tensor]) -> bytes:
         raise CodecError("the local codec sends nothing; run the full model on the edge instead")
 
-    def decode(self, payload: bytes) -> OrderedDict[str, Tensor]:
+    def decode(self, payload: bytes, limits: PayloadLimits | None = None) -> OrderedDict[str, Tensor]:
         raise CodecError("the local codec sends nothing; a server never receives it")

@@ -8,8 +8,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..models.safe_rans import RansBoundsError
 from . import bitstream
-from .base import Codec, CodecError
+from .base import Codec, CodecError, PayloadLimits
 from .features import Int8Codec
 
 LATENT = "y"
@@ -33,7 +34,6 @@ class EntropyCodec(Codec):
 
     def __init__(self, model: Any, split: str) -> None:
         self.branch = _branch(model, split)
-        self.max_hw = (4096, 4096)
         if self.branch.entropy_bottleneck is None:
             raise CodecError(f"split {split!r} is a plain bottleneck; use bottleneck-int8-zstd, not entropy")
         if self.branch.entropy_bottleneck._quantized_cdf.numel() == 0:
@@ -46,24 +46,22 @@ class EntropyCodec(Codec):
         string = self.branch.compress(y)
         return bitstream.pack([(LATENT, tuple(y.shape), string)], compress=False)
 
-    def limit_latent(self, height: int, width: int) -> None:
-        """Refuse latents larger than this before decoding: a few bytes of rANS could claim millions of symbols."""
-        self.max_hw = (height, width)
-
-    def decode(self, payload: bytes) -> OrderedDict[str, Tensor]:
-        records = bitstream.unpack(payload, expect_compressed=False)
+    def decode(self, payload: bytes, limits: PayloadLimits | None = None) -> OrderedDict[str, Tensor]:
+        max_body = bitstream.MAX_BODY_BYTES if limits is None else limits.max_body_bytes
+        records = bitstream.unpack(payload, expect_compressed=False, max_body_bytes=max_body)
         if len(records) != 1 or records[0][0] != LATENT or len(records[0][1]) != 4:
             raise CodecError("entropy bitstream must hold exactly one 4-D latent named 'y'")
         _, shape, string = records[0]
+        if limits is not None:
+            limits.check_shape(LATENT, shape)
         options = self.branch.channel_options()
-        max_h, max_w = self.max_hw
-        if shape[0] != 1 or shape[1] not in options or not (0 < shape[2] <= max_h and 0 < shape[3] <= max_w):
-            raise CodecError(
-                f"entropy latent of shape {list(shape)} does not fit this model and frame "
-                f"([1, {options}, <={max_h}, <={max_w}])"
-            )
-        with torch.inference_mode():
-            y_hat = self.branch.decompress(string, shape[2:], shape[1])
+        if shape[0] != 1 or shape[1] not in options or 0 in shape[2:]:
+            raise CodecError(f"entropy latent of shape {list(shape)} does not fit this model ([1, {options}, H, W])")
+        try:
+            with torch.inference_mode():
+                y_hat = self.branch.decompress(string, shape[2:], shape[1])
+        except RansBoundsError as exc:
+            raise CodecError(f"entropy bitstream refused: {exc}") from None
         return OrderedDict([(LATENT, y_hat.cpu())])
 
 

@@ -13,8 +13,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..codecs.base import PayloadLimits, clip
+
 #: The split point at which the edge sends the (encoded) input image itself.
 INPUT_SPLIT = "input"
+#: The largest original image a frame may claim to come from (boxes are scaled to it).
+MAX_ORIGINAL_SIDE = 16384
 
 
 class SplitError(ValueError):
@@ -103,12 +107,48 @@ class SplitModel(ABC, nn.Module):
     def output_names(self) -> list[str]:
         """Names of the outputs ``tail`` returns, in wire order."""
 
+    @abstractmethod
+    def max_input_hw(self) -> tuple[int, int]:
+        """The largest (padded) input its own preprocessing ever produces: what bounds every frame a server takes."""
+
     # -- shared helpers -------------------------------------------------------
     def check_split(self, split: str) -> None:
         if split not in self.split_points:
             raise SplitError(
-                f"model {self.name!r} has no split point {split!r}; choose one of {', '.join(self.split_points)}"
+                f"model {self.name!r} has no split point {clip(split)}; choose one of {', '.join(self.split_points)}"
             )
+
+    def check_frame_meta(self, meta: FrameMeta, split: str) -> None:
+        """Sizes a request claims, checked against the model's own limits before anything is decoded."""
+        if split == INPUT_SPLIT:
+            return
+        max_h, max_w = self.max_input_hw()
+        batch_h, batch_w = meta.batch_size_hw
+        if batch_h > max_h or batch_w > max_w:
+            raise SplitError(
+                f"frame claims a {batch_h}x{batch_w} input, larger than the {max_h}x{max_w} that "
+                f"{self.name!r} produces from any image"
+            )
+        orig_h, orig_w = meta.original_size
+        if orig_h > MAX_ORIGINAL_SIDE or orig_w > MAX_ORIGINAL_SIDE:
+            raise SplitError(f"frame claims an original image of {orig_h}x{orig_w}, over {MAX_ORIGINAL_SIDE} a side")
+
+    def payload_limits(self, split: str, meta: FrameMeta | None) -> PayloadLimits:
+        """The largest tensors a frame at ``split`` can carry, from its (checked) input size or the model's largest."""
+        if split == INPUT_SPLIT:
+            return PayloadLimits()
+        batch_h, batch_w = meta.batch_size_hw if meta is not None else self.max_input_hw()
+        specs = self.feature_specs(split)
+        sizes = {
+            spec.name: (math.ceil(batch_h / spec.stride) + 1, math.ceil(batch_w / spec.stride) + 1)
+            for spec in specs
+            if spec.stride
+        }
+        # Levels too coarse to measure a stride on are no larger than the finest measured one.
+        finest = max(sizes.values(), default=(batch_h, batch_w))
+        return PayloadLimits(
+            {spec.name: (1, spec.channels, *sizes.get(spec.name, finest)) for spec in specs}
+        )
 
     def check_features(self, features: OrderedDict[str, Tensor], split: str) -> None:
         """Reject features that would make the tail fail or, worse, lie."""

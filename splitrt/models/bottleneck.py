@@ -19,6 +19,7 @@ with warnings.catch_warnings():  # compressai's import warns about torch.jit.scr
     warnings.simplefilter("ignore", FutureWarning)
     from compressai.entropy_models.entropy_models import EntropyModel
 
+from . import safe_rans
 from .base import INPUT_SPLIT, FeatureSpec, FrameMeta, SplitError
 from .detection import DetectionSplitModel, shape_only_images
 from .stages import Stage
@@ -145,20 +146,38 @@ class BottleneckBranch(nn.Module):
 
     # -- wire path (entropy-coded branches) ------------------------------------------------------------
     def compress(self, y: Tensor) -> bytes:
-        """The rANS bitstream of the first ``y.shape[1]`` channels, each with its own factorized prior."""
+        """The rANS bitstream of the first ``y.shape[1]`` channels, each with its own factorized prior.
+
+        Values past a CDF's support are clamped to it, so the stream never needs an escape
+        (which the bounded decoder in ``safe_rans`` does not accept).
+        """
         self._require_entropy()
         eb = self.entropy_bottleneck
+        medians = self._medians(y.shape[1], y.dim() - 2)
+        y = safe_rans.clamp_to_support(y, medians, self.rans_tables())
         indexes = eb._build_indexes(y.size())
-        medians = self._medians(y.shape[1], y.dim() - 2).expand(y.size(0), -1, *([-1] * (y.dim() - 2)))
-        return EntropyModel.compress(eb, y, indexes, medians)[0]
+        return EntropyModel.compress(eb, y, indexes, medians.expand(y.size(0), -1, *([-1] * (y.dim() - 2))))[0]
 
     def decompress(self, string: bytes, size: tuple[int, int], channels: int | None = None) -> Tensor:
+        """The latent back from its bitstream; any bytes at all are safe (see ``safe_rans``).
+
+        Raises ``safe_rans.RansBoundsError`` for a string that no latent of this shape could have produced.
+        """
         self._require_entropy()
-        eb = self.entropy_bottleneck
         channels = channels or self.config.latent_channels
-        indexes = eb._build_indexes((1, channels, *size)).to(eb._quantized_cdf.device)
-        medians = self._medians(channels, len(size)).expand(1, -1, *([-1] * len(size)))
-        return EntropyModel.decompress(eb, [string], indexes, medians.dtype, medians)
+        symbols = safe_rans.decode(string, channels, tuple(size), self.rans_tables())
+        medians = self._medians(channels, len(size)).to(symbols.device)
+        return symbols.to(self.entropy_bottleneck._quantized_cdf.device) + medians
+
+    def rans_tables(self) -> safe_rans.EscapeFreeTables:
+        """The bounded decoder's view of the CDF tables, rebuilt whenever ``update()`` or a load changed them."""
+        cdf = self.entropy_bottleneck._quantized_cdf
+        key = (cdf.data_ptr(), cdf._version, tuple(cdf.shape))
+        cached = self.__dict__.get("_rans_tables")
+        if cached is None or cached[0] != key:
+            cached = (key, safe_rans.EscapeFreeTables.from_bottleneck(self.entropy_bottleneck))
+            self.__dict__["_rans_tables"] = cached
+        return cached[1]
 
     def _medians(self, channels: int, spatial_dims: int) -> Tensor:
         medians = self.entropy_bottleneck._get_medians().detach()[:channels]

@@ -42,6 +42,9 @@ class ClassificationSplitModel(SplitModel):
     def output_names(self) -> list[str]:
         return ["logits"]
 
+    def max_input_hw(self) -> tuple[int, int]:
+        return self.size, self.size
+
     def feature_specs(self, split: str) -> list[FeatureSpec]:
         self.check_split(split)
         return self._specs[split]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -79,6 +80,16 @@ class DetectionSplitModel(SplitModel):
                 FeatureSpec(k, int(v.shape[1]), probe_stride(probe, v)) for k, v in self._neck(emitted).items()
             ]
         return specs
+
+    def max_input_hw(self) -> tuple[int, int]:
+        transform = self.detector.transform
+        fixed = getattr(transform, "fixed_size", None)
+        if fixed:
+            return int(fixed[0]), int(fixed[1])
+        # torchvision scales the short side to min_size but never the long side past max_size, then pads.
+        divisible = int(getattr(transform, "size_divisible", 32) or 1)
+        side = math.ceil(int(transform.max_size) / divisible) * divisible
+        return side, side
 
     # -- the split ------------------------------------------------------------
     def head(self, image: Tensor, split: str) -> tuple[OrderedDict[str, Tensor], FrameMeta]:

@@ -16,6 +16,7 @@ from ..logs import configure_logging
 from ..models.spec import ModelSpec, load_config, parse_model_flag, parse_options
 from ..wire import kserve_v2_pb2 as pb
 from ..wire import kserve_v2_pb2_grpc as pb_grpc
+from .admission import AdmissionLimits
 from .batching import TailBatcher
 from .metrics import ServerMetrics
 from .repository import ModelRepository, check_device
@@ -32,7 +33,10 @@ from .service import STREAM_CONCURRENCY, InferenceService
 log = logging.getLogger("splitrt.server")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+#: Largest request gRPC reads: a raw 4K image (the largest frame any codec decodes) fits.
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+#: How often health follows overload (NOT_SERVING while frames are being refused for lack of room).
+HEALTH_POLL_S = 0.2
 DEFAULT_MODEL = "fasterrcnn_mobilenet_v3_large_320_fpn"
 
 
@@ -103,7 +107,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-in-flight",
         type=int,
         default=STREAM_CONCURRENCY,
-        help="frames of one stream processed at once (default: %(default)s)",
+        help="frames of one stream processed or waiting to be sent at once (default: %(default)s)",
+    )
+    defaults = AdmissionLimits()
+    security.add_argument(
+        "--max-queue",
+        type=int,
+        default=defaults.max_queued,
+        help="frames waiting per model before new ones are refused (default: %(default)s)",
+    )
+    security.add_argument(
+        "--max-queue-per-client",
+        type=int,
+        default=defaults.max_queued_per_client,
+        help="frames one client may have waiting per model; turns go round-robin by client (default: %(default)s)",
+    )
+    security.add_argument(
+        "--max-queued-total",
+        type=int,
+        default=defaults.max_total,
+        help="frames admitted across all models (default: %(default)s)",
     )
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port (0 picks one)")
     parser.add_argument(
@@ -126,6 +149,26 @@ def connection_age_options(max_age_s: float) -> list[tuple[str, int]]:
     return [("grpc.max_connection_age_ms", int(max_age_s * 1000)), ("grpc.max_connection_age_grace_ms", 10_000)]
 
 
+def bind_address(host: str, port: int) -> str:
+    """``host:port`` as gRPC wants it; an IPv6 address goes in brackets (``[::]:8001``)."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
+async def follow_overload(service: InferenceService, health_servicer) -> None:
+    """Health says NOT_SERVING while the server refuses frames for lack of room, so balancers steer away."""
+    serving = True
+    while True:
+        await asyncio.sleep(HEALTH_POLL_S)
+        if serving == service.overloaded:
+            serving = not serving
+            status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+            for name in ("", SERVICE_NAME):
+                await health_servicer.set(name, status)
+            log.warning("overload: health %s", "SERVING again" if serving else "NOT_SERVING while frames are refused")
+
+
 def model_specs(args: argparse.Namespace) -> list[ModelSpec]:
     specs = load_config(args.config) if args.config else []
     options = parse_options(args.model_option)
@@ -137,15 +180,24 @@ def model_specs(args: argparse.Namespace) -> list[ModelSpec]:
 async def serve(args: argparse.Namespace, specs: list[ModelSpec]) -> int:
     repository = ModelRepository()
     metrics = ServerMetrics()
+    credentials = server_credentials(args.tls_cert, args.tls_key, args.tls_ca)
+    tokens = load_tokens(args.auth_token_file)
+    admission = AdmissionLimits(
+        # Batching needs a batch's worth of frames decoded and waiting; otherwise two overlap decode and tail.
+        concurrency=max(2, args.max_batch + 1),
+        max_queued=args.max_queue,
+        max_queued_per_client=args.max_queue_per_client,
+        max_total=args.max_queued_total,
+    )
     service = InferenceService(
         repository,
         args.device + (":fp16" if args.fp16 else ""),
         metrics,
         RateLimiter(args.max_rate),
         stream_concurrency=args.max_in_flight,
+        admission=admission,
+        authenticated=bool(tokens),
     )
-    credentials = server_credentials(args.tls_cert, args.tls_key, args.tls_ca)
-    tokens = load_tokens(args.auth_token_file)
     interceptors = [TokenAuthInterceptor(tokens)] if tokens else []
     server = grpc.aio.server(
         interceptors=interceptors,
@@ -162,7 +214,7 @@ async def serve(args: argparse.Namespace, specs: list[ModelSpec]) -> int:
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection([SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    address = f"{args.host}:{args.port}"
+    address = bind_address(args.host, args.port)
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
         log.error("could not listen on %s", address)
@@ -207,7 +259,9 @@ async def serve(args: argparse.Namespace, specs: list[ModelSpec]) -> int:
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("ready: serving %s on %s:%d", ", ".join(repository.names()), args.host, port)
+        watcher = asyncio.create_task(follow_overload(service, health_servicer))
         await waiter
+        watcher.cancel()
     log.info("shutting down: no new frames, finishing those in flight")
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)

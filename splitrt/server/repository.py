@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +22,12 @@ log = logging.getLogger("splitrt.server")
 class RequestError(Exception):
     """A request the server refuses; ``code`` is a grpc.StatusCode."""
 
+    #: Longest message sent back; it may quote what a client sent.
+    MAX_MESSAGE = 1000
+
     def __init__(self, code, message: str) -> None:
+        if len(message) > self.MAX_MESSAGE:
+            message = message[: self.MAX_MESSAGE] + f"...(+{len(message) - self.MAX_MESSAGE} chars)"
         super().__init__(message)
         self.code = code
         self.message = message
@@ -63,12 +67,10 @@ class ServedModel:
                 f"model fingerprint mismatch: the edge's head has weights {frame.fingerprint}, "
                 f"this server's {self.name!r} has {self.fingerprint}; load the same weights on both sides"
             )
-        stride = self.model.feature_specs(frame.split)[0].stride
-        if frame.meta is not None and stride and hasattr(codec, "limit_latent"):
-            batch_h, batch_w = frame.meta.batch_size_hw
-            codec.limit_latent(math.ceil(batch_h / stride) + 1, math.ceil(batch_w / stride) + 1)
+        if frame.meta is not None:
+            self.model.check_frame_meta(frame.meta, frame.split)
         slim = self._slim_branch(frame)
-        features = codec.decode(frame.payload)
+        features = codec.decode(frame.payload, self.model.payload_limits(frame.split, frame.meta))
         self.model.check_features(features, frame.split)
         if slim is not None:
             self._check_width(frame, slim, features)

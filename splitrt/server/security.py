@@ -8,6 +8,7 @@ import ipaddress
 import logging
 import os
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 import grpc
@@ -123,24 +124,29 @@ def _refusal(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
 
 
 class RateLimiter:
-    """A token bucket per client: ``rate`` frames per second with bursts of ``burst``."""
+    """A token bucket per client: ``rate`` frames per second with bursts of ``burst``.
 
-    def __init__(self, rate: float, burst: float | None = None) -> None:
+    The table holds at most ``max_clients`` buckets, the least recently seen dropped first,
+    so a stream of made-up identities costs a bounded amount of memory.
+    """
+
+    def __init__(self, rate: float, burst: float | None = None, max_clients: int = 10_000) -> None:
         self.rate = rate
         self.burst = burst if burst is not None else max(1.0, 2 * rate)
-        self._buckets: dict[str, tuple[float, float]] = {}
+        self.max_clients = max_clients
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
 
     def allow(self, client: str) -> bool:
         if self.rate <= 0:
             return True
         now = time.monotonic()
-        level, last = self._buckets.get(client, (self.burst, now))
+        level, last = self._buckets.pop(client, (self.burst, now))
         level = min(self.burst, level + (now - last) * self.rate)
-        if level < 1.0:
-            self._buckets[client] = (level, now)
-            return False
-        self._buckets[client] = (level - 1.0, now)
-        if len(self._buckets) > 10_000:  # forget idle clients so the table cannot grow without bound
-            cutoff = now - 60
-            self._buckets = {k: v for k, v in self._buckets.items() if v[1] > cutoff}
-        return True
+        allowed = level >= 1.0
+        self._buckets[client] = (level - 1.0 if allowed else level, now)
+        while len(self._buckets) > self.max_clients:
+            self._buckets.popitem(last=False)
+        return allowed

@@ -11,6 +11,7 @@ import grpc
 
 from .. import __version__
 from ..codecs import CodecError
+from ..codecs.base import clip
 from ..models.base import SplitError
 from ..wire import kserve_v2_pb2 as pb
 from ..wire import kserve_v2_pb2_grpc as pb_grpc
@@ -25,6 +26,7 @@ from ..wire.protocol import (
     is_probe,
     parse_request,
 )
+from .admission import AdmissionLimits, FairQueue, Overloaded, ServerBudget
 from .metrics import ServerMetrics
 from .repository import ModelRepository, RequestError
 from .security import RateLimiter, token_identity
@@ -34,6 +36,8 @@ log = logging.getLogger("splitrt.server")
 #: Requests of one stream processed concurrently; further reads wait (HTTP/2 flow control pushes back).
 STREAM_CONCURRENCY = 16
 _BAD_INPUT = (WireError, CodecError, SplitError)
+#: The one model version this server serves (KServe: another version is NOT_FOUND).
+SERVED_VERSION = "1"
 
 
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
@@ -45,23 +49,43 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         rate_limiter: RateLimiter | None = None,
         stream_concurrency: int = STREAM_CONCURRENCY,
         decode_workers: int = 2,
+        admission: AdmissionLimits | None = None,
+        authenticated: bool = False,
     ) -> None:
         self.repository = repository
         self.device = device
         self.metrics = metrics or ServerMetrics()
-        self.rate_limiter = rate_limiter or RateLimiter(0)
+        self.rate_limiter = rate_limiter if rate_limiter is not None else RateLimiter(0)
         self.stream_concurrency = stream_concurrency
         self.decode_pool = ThreadPoolExecutor(decode_workers, thread_name_prefix="decode")
+        self.admission = admission or AdmissionLimits()
+        self.budget = ServerBudget(self.admission.max_total)
+        self._queues: dict[str, FairQueue] = {}
+        #: Whether an interceptor has verified every caller's token (then the token names the client).
+        self.authenticated = authenticated
+
+    def queue(self, model: str) -> FairQueue:
+        if model not in self._queues:
+            self._queues[model] = FairQueue(model, self.admission, self.budget)
+        return self._queues[model]
+
+    @property
+    def overloaded(self) -> bool:
+        """True while frames are being refused for lack of room (readiness and health report it)."""
+        return self.budget.full or any(q.saturated for q in self._queues.values())
 
     # -- health and metadata ----------------------------------------------------
     async def ServerLive(self, request, context):
         return pb.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request, context):
-        return pb.ServerReadyResponse(ready=self.repository.ready)
+        return pb.ServerReadyResponse(ready=self.repository.ready and not self.overloaded)
 
     async def ModelReady(self, request, context):
-        return pb.ModelReadyResponse(ready=self.repository.get(request.name) is not None)
+        served = self.repository.get(request.name)
+        if served is None or request.version not in ("", SERVED_VERSION):
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=not self.queue(served.name).saturated and not self.budget.full)
 
     async def ServerMetadata(self, request, context):
         return pb.ServerMetadataResponse(
@@ -74,6 +98,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         served = self.repository.get(request.name)
         if served is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, self._unknown_model(request.name))
+        if request.version not in ("", SERVED_VERSION):
+            await context.abort(grpc.StatusCode.NOT_FOUND, self._unknown_version(served.name, request.version))
         model = served.model
         response = pb.ModelMetadataResponse(name=served.name, versions=["1"], platform=f"splitrt_{model.task}")
         response.inputs.add(name=PAYLOAD_INPUT, datatype="UINT8", shape=[-1])
@@ -90,11 +116,10 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         try:
             return await self._infer(request, self._client(context))
         except Exception as exc:
-            if not isinstance(exc, RequestError):
-                log.exception("frame %s for %r failed unexpectedly", request.id, request.model_name)
-                exc = RequestError(grpc.StatusCode.INTERNAL, f"frame {request.id!r}: {type(exc).__name__}: {exc}")
-            self._refused(request, exc)
-            await context.abort(exc.code, exc.message)
+            # Only the status and text leave this block: nothing of a refused frame (payload, decoded
+            # tensors, the traceback's frames) outlives its answer.
+            code, message = self._refusal(request, exc)
+        await context.abort(code, message)
 
     async def ModelStreamInfer(self, request_iterator, context):
         responses: asyncio.Queue = asyncio.Queue()
@@ -107,17 +132,16 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             try:
                 item = pb.ModelStreamInferResponse(infer_response=await self._infer(request, client))
             except Exception as exc:  # every frame gets an answer, whatever went wrong
-                if not isinstance(exc, RequestError):
-                    log.exception("frame %s for %r failed unexpectedly", request.id, request.model_name)
-                    exc = RequestError(grpc.StatusCode.INTERNAL, f"frame {request.id!r}: {type(exc).__name__}: {exc}")
-                self._refused(request, exc)
+                code, message = self._refusal(request, exc)
                 # The id travels back with the error so the edge can report that very frame.
                 item = pb.ModelStreamInferResponse(
-                    error_message=f"{exc.code.name}: {exc.message}",
-                    infer_response=pb.ModelInferResponse(model_name=request.model_name, id=request.id),
+                    error_message=f"{code.name}: {message}",
+                    infer_response=pb.ModelInferResponse(
+                        model_name=request.model_name[:200], id=request.id[:200]
+                    ),
                 )
-            finally:
-                slots.release()
+            # The slot is freed once the answer is sent: a client that stops reading holds at most
+            # stream_concurrency answers here, and HTTP/2 flow control stops its further frames.
             await responses.put(item)
 
         async def read_all():
@@ -136,40 +160,57 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         try:
             while (item := await responses.get()) is not done:
                 yield item
+                slots.release()
             await reader  # surfaces a failure of the reader, if any
         finally:
             reader.cancel()
             for task in tasks:  # the client is gone: do not start tails nobody will read
                 task.cancel()
 
-    @staticmethod
-    def _client(context) -> str:
-        """Who is calling, for rate limits: their token's short hash, else their address (without the port,
-        so that reconnecting does not refill the bucket)."""
-        return token_identity(context.invocation_metadata()) or context.peer().rpartition(":")[0]
+    def _client(self, context) -> str:
+        """Who is calling, for rate limits and fair turns: their verified token's short hash when tokens
+        are checked, else their address without the port (reconnecting does not make a new client).
+        An unchecked header names nobody: anyone could send a new one per stream."""
+        if self.authenticated:
+            identity = token_identity(context.invocation_metadata())
+            if identity is not None:
+                return "token:" + identity
+        return context.peer().rpartition(":")[0]
 
-    def _refused(self, request, exc: RequestError) -> None:
+    def _refusal(self, request, exc: Exception) -> tuple[grpc.StatusCode, str]:
+        """The status and message a failed frame is answered with, logged once (attacker strings clipped)."""
+        if not isinstance(exc, RequestError):
+            log.exception("frame %s for %s failed unexpectedly", clip(request.id), clip(request.model_name))
+            exc = RequestError(grpc.StatusCode.INTERNAL, f"frame {clip(request.id)}: {type(exc).__name__}: {exc}")
+        model = request.model_name if self.repository.get(request.model_name) is not None else "(unknown)"
         self.metrics.errors.labels(exc.code.name).inc()
-        log.warning("frame %s for %r refused: %s", request.id, request.model_name, exc.message)
+        log.warning("frame %s for %s refused: %s", clip(request.id), clip(model), exc.message)
+        return exc.code, exc.message
 
     async def _infer(self, request, client: str) -> pb.ModelInferResponse:
         arrival = time.perf_counter_ns()
         if not self.rate_limiter.allow(client):
             raise RequestError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"frame {request.id!r}: over the rate limit of {self.rate_limiter.rate:g} frames/s for this client",
+                f"frame {clip(request.id)}: over the rate limit of {self.rate_limiter.rate:g} frames/s for this client",
             )
         served = self.repository.get(request.model_name)
         if served is None:
             raise RequestError(grpc.StatusCode.NOT_FOUND, self._unknown_model(request.model_name))
+        if request.model_version not in ("", SERVED_VERSION):
+            raise RequestError(grpc.StatusCode.NOT_FOUND, self._unknown_version(served.name, request.model_version))
         if is_probe(request):  # an edge measuring its uplink: nothing to decode or run
             return pb.ModelInferResponse(model_name=served.name, id=request.id)
         gauge = self.metrics.in_flight.labels(served.name)
-        gauge.inc()
         try:
-            return await self._run(request, served, arrival)
-        finally:
-            gauge.dec()
+            async with self.queue(served.name).slot(client):
+                gauge.inc()
+                try:
+                    return await self._run(request, served, arrival)
+                finally:
+                    gauge.dec()
+        except Overloaded as exc:
+            raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"frame {clip(request.id)}: {exc}") from None
 
     async def _run(self, request, served, arrival: int) -> pb.ModelInferResponse:
         loop = asyncio.get_running_loop()
@@ -177,7 +218,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             frame = parse_request(request)
             features, meta = await loop.run_in_executor(self.decode_pool, served.decode, frame)
         except _BAD_INPUT as exc:
-            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"frame {request.id!r}: {exc}") from exc
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"frame {clip(request.id)}: {exc}") from None
         # Labelled only once decoded: split and codec are then known values, not whatever a client sent.
         self.metrics.requests.labels(served.name, frame.split, frame.codec).inc()
         self.metrics.bytes_in.labels(served.name, frame.split).inc(len(frame.payload))
@@ -191,10 +232,10 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 )
                 batch_size = 1
         except _BAD_INPUT as exc:
-            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"frame {request.id!r}: {exc}") from exc
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"frame {clip(request.id)}: {exc}") from None
         except Exception as exc:  # a tail failure must not take the server down
-            log.exception("tail of %s failed on frame %s", served.name, request.id)
-            raise RequestError(grpc.StatusCode.INTERNAL, f"frame {request.id!r}: tail failed: {exc}") from exc
+            log.exception("tail of %s failed on frame %s", served.name, clip(request.id))
+            raise RequestError(grpc.StatusCode.INTERNAL, f"frame {clip(request.id)}: tail failed: {exc}") from None
         labels = (served.name, frame.split)
         self.metrics.decode.labels(*labels).observe((decoded - arrival) / 1e9)
         self.metrics.queue.labels(*labels).observe((start - decoded) / 1e9)
@@ -208,4 +249,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         return build_response(served.name, request.id, outputs, timings)
 
     def _unknown_model(self, name: str) -> str:
-        return f"unknown model {name!r}; this server serves {', '.join(self.repository.names()) or 'nothing yet'}"
+        return f"unknown model {clip(name)}; this server serves {', '.join(self.repository.names()) or 'nothing yet'}"
+
+    @staticmethod
+    def _unknown_version(model: str, version: str) -> str:
+        return f"model {model!r} has no version {clip(version)}; this server serves version {SERVED_VERSION}"
