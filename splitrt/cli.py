@@ -99,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     load.add_argument("--batch-delay-ms", type=float, default=5.0, help="its batch delay (default: %(default)s)")
 
+    fuzz = benches.add_parser(
+        "fuzz", help="coverage-guided fuzzing (atheris) of every decoder, each in a subprocess; crashes kept"
+    )
+    fuzz.add_argument("--minutes", type=float, default=5.0, help="total time, split over the targets (default: 5)")
+    fuzz.add_argument("--target", action="append", help="fuzz only this target (repeatable; default: all)")
+    fuzz.add_argument("--out", default="runs/bench-fuzz.json", help="JSON output (default: %(default)s)")
     switch = benches.add_parser("switch", help="cost of a slimmable width switch vs reloading a fixed bottleneck")
     switch.add_argument("--repeats", type=int, default=30, help="measurements per figure (default: %(default)s)")
     switch.add_argument("--out", default="runs/bench-switch.json", help="JSON output (default: %(default)s)")
@@ -400,6 +406,11 @@ def main(argv: list[str] | None = None) -> int:
             args.max_batch,
             args.batch_delay_ms,
         )
+    if args.command == "bench" and args.bench == "fuzz":
+        from .bench import fuzz
+
+        results = fuzz.run(args.minutes, args.out, args.target)
+        return 1 if any(r["exit_code"] != 0 or r["crashes"] for r in results) else 0
     if args.command == "bench" and args.bench == "switch":
         from .bench import switch
 

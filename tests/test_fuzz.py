@@ -114,3 +114,13 @@ def test_random_requests_get_a_proper_status(fuzz_stub, request):
 def test_server_survives_the_fuzzing(fuzz_stub, server):
     assert fuzz_stub.ServerLive(pb.ServerLiveRequest(), timeout=10).live
     assert server.proc.poll() is None
+
+
+def test_coverage_guided_fuzzing_of_every_decoder_finds_no_crash(tmp_path):
+    """A short atheris run of each decoder in its own subprocess (``splitrt bench fuzz`` runs long ones)."""
+    from splitrt.bench.fuzz import TARGETS, run_target
+
+    for target in TARGETS:
+        result = run_target(target, 4, tmp_path)
+        assert result["exit_code"] == 0 and not result["crashes"], (result, open(result["log"]).read()[-3000:])
+        assert result["executions"], result

@@ -183,8 +183,9 @@ async def serve(args: argparse.Namespace, specs: list[ModelSpec]) -> int:
     credentials = server_credentials(args.tls_cert, args.tls_key, args.tls_ca)
     tokens = load_tokens(args.auth_token_file)
     admission = AdmissionLimits(
-        # Batching needs a batch's worth of frames decoded and waiting; otherwise two overlap decode and tail.
-        concurrency=max(2, args.max_batch + 1),
+        # Batching needs a batch's worth of frames decoded and waiting; without it one frame at a time keeps
+        # turns short (the tail already spreads over the cores), so a waiting client waits for one frame at most.
+        concurrency=1 if args.max_batch <= 1 else args.max_batch + 1,
         max_queued=args.max_queue,
         max_queued_per_client=args.max_queue_per_client,
         max_total=args.max_queued_total,
