@@ -104,3 +104,31 @@ def test_cdf_tables_that_do_not_match_the_weights_are_refused(tiny_model, tmp_pa
     save_file(state, str(path))
     with pytest.raises(ValueError, match="CDF tables"):
         build_model("shapes_fcos", weights=path, image_size=64)
+
+
+def test_bounded_rans_decoder_takes_any_bytes_and_checks_lengths():
+    """Any string at all decodes or is refused with a reason; legitimate streams decode exactly."""
+    import random
+
+    from splitrt.models import build_model, safe_rans
+
+    model = build_model("shapes_fcos")
+    branch = model.branch("features.6/eb2")
+    y = torch.randn(1, 24, 7, 9) * 50  # far past the CDFs' support: the encoder clamps, no escapes
+    string = branch.compress(y)
+    decoded = branch.decompress(string, (7, 9), 24)
+    medians = branch._medians(24, 2)
+    expected = safe_rans.clamp_to_support(torch.round(y - medians) + medians, medians, branch.rans_tables())
+    assert torch.allclose(decoded, expected)
+    low, high = branch.rans_tables().length_bounds(24, 63)
+    assert low <= len(string) <= high
+    with pytest.raises(safe_rans.RansBoundsError, match="bytes of rANS"):
+        branch.decompress(string[:2], (7, 9), 24)
+    rng = random.Random(0)
+    for _ in range(300):
+        junk = bytes(rng.getrandbits(8) for _ in range(rng.randint(low, min(high, low + 200))))
+        try:
+            out = branch.decompress(junk, (7, 9), 24)
+        except safe_rans.RansBoundsError:
+            continue
+        assert torch.isfinite(out).all()
