@@ -63,6 +63,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         self._queues: dict[str, FairQueue] = {}
         #: Whether an interceptor has verified every caller's token (then the token names the client).
         self.authenticated = authenticated
+        self._refusal_log: dict[grpc.StatusCode, tuple[float, int]] = {}
 
     def queue(self, model: str) -> FairQueue:
         if model not in self._queues:
@@ -184,7 +185,16 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             exc = RequestError(grpc.StatusCode.INTERNAL, f"frame {clip(request.id)}: {type(exc).__name__}: {exc}")
         model = request.model_name if self.repository.get(request.model_name) is not None else "(unknown)"
         self.metrics.errors.labels(exc.code.name).inc()
-        log.warning("frame %s for %s refused: %s", clip(request.id), clip(model), exc.message)
+        # A flood of refusals must not turn into a flood of log lines (they cost the tails CPU time):
+        # at most one line per status a second, with the count of those left out.
+        now = time.monotonic()
+        last, skipped = self._refusal_log.get(exc.code, (0.0, 0))
+        if now - last >= 1.0:
+            more = f" ({skipped} more {exc.code.name} refusals in the last second not logged)" if skipped else ""
+            log.warning("frame %s for %s refused: %s%s", clip(request.id), clip(model), exc.message, more)
+            self._refusal_log[exc.code] = (now, 0)
+        else:
+            self._refusal_log[exc.code] = (last, skipped + 1)
         return exc.code, exc.message
 
     async def _infer(self, request, client: str) -> pb.ModelInferResponse:
