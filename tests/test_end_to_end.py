@@ -185,7 +185,7 @@ def test_malformed_requests_get_invalid_argument_and_the_server_keeps_serving(se
         "unknown split": "no split point",
         "codec/split mismatch": "cannot be used",
         "fingerprint": "fingerprint mismatch",
-        "wrong features": "must have shape",
+        "wrong features": "exceeds the limit",  # refused from its declared shape, before decoding
     }
     for name, request in cases.items():
         with pytest.raises(grpc.RpcError) as info:
