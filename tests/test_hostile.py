@@ -185,6 +185,18 @@ def _code(stub, request) -> grpc.StatusCode:
         return exc.code()
 
 
+def _codes(futures) -> list[grpc.StatusCode]:
+    """The status each of several concurrent calls ended with."""
+    codes = []
+    for future in futures:
+        try:
+            future.result()
+            codes.append(grpc.StatusCode.OK)
+        except grpc.RpcError as exc:
+            codes.append(exc.code())
+    return codes
+
+
 def _entropy_frame(height: int, width: int, string: bytes) -> bytes:
     return bitstream.pack([("y", (1, 24, height, width), string)], compress=False)
 
@@ -300,12 +312,7 @@ def test_a_made_up_token_per_call_does_not_escape_the_rate_limit(hostile_server,
                 stub.ModelInfer.future(probe, timeout=10, metadata=[("authorization", f"Bearer {uuid.uuid4()}")])
                 for _ in range(50)
             ]
-            for future in futures:
-                try:
-                    future.result()
-                    codes.append(grpc.StatusCode.OK)
-                except grpc.RpcError as exc:
-                    codes.append(exc.code())
+            codes += _codes(futures)
         return codes
 
     attack(hostile_server, model, baseline_p99, "1500 probes, 50 at once, random token each (auth off)", flood,
@@ -324,13 +331,7 @@ def test_a_flood_of_streams_that_never_read_does_not_starve_others(hostile_serve
         for call in calls:
             call.cancel()
         for _ in range(60):  # and unary frames as fast as the attacker can, 16 at once
-            futures = [stub.ModelInfer.future(legit, timeout=30) for _ in range(16)]
-            for future in futures:
-                try:
-                    future.result()
-                    codes.append(grpc.StatusCode.OK)
-                except grpc.RpcError as exc:
-                    codes.append(exc.code())
+            codes += _codes([stub.ModelInfer.future(legit, timeout=30) for _ in range(16)])
             if len(codes) >= 320:
                 break
         return codes

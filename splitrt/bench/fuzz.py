@@ -77,7 +77,8 @@ def build_target(name: str) -> tuple[Callable[[bytes], None], list[bytes]]:
         seeds = [get_codec(c).encode(features) for c in ("fp16", "int8-zstd")]
 
         def one(data: bytes) -> None:
-            bitstream.unpack(data, expect_compressed=bool(data[5:6]) and data[5] & 1 == 1, max_body_bytes=1 << 20)
+            compressed = len(data) > 5 and (data[5] & bitstream.FLAG_ZSTD) != 0
+            bitstream.unpack(data, expect_compressed=compressed, max_body_bytes=1 << 20)
 
     elif name in ("image", "raw"):
         codec = get_codec(name)
