@@ -83,3 +83,25 @@ def test_rate_limiter_table_is_bounded():
     for index in range(1000):
         limiter.allow(f"client-{index}")
     assert len(limiter) == 100
+
+
+def test_a_model_still_loading_answers_unavailable_not_unknown():
+    """A restarted server is live before its models load: their frames are told to come back, not 'unknown'."""
+    import grpc
+
+    from splitrt.server.repository import ModelRepository
+    from splitrt.server.service import InferenceService, RequestError
+    from splitrt.wire import kserve_v2_pb2 as pb
+
+    repository = ModelRepository()
+    repository.loading = {"cls"}
+    service = InferenceService(repository, "cpu")
+
+    async def refusal(name: str) -> RequestError:
+        with pytest.raises(RequestError) as caught:
+            await service._infer(pb.ModelInferRequest(model_name=name, id="f"), "client")
+        return caught.value
+
+    loading, unknown = asyncio.run(refusal("cls")), asyncio.run(refusal("other"))
+    assert loading.code == grpc.StatusCode.UNAVAILABLE and "still loading" in loading.message
+    assert unknown.code == grpc.StatusCode.NOT_FOUND

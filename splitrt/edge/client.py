@@ -318,10 +318,14 @@ class SplitClient:
     def _progress(self, state: _StreamState, block: bool) -> None:
         """Send what waits to be sent, then handle answers (waiting for one if ``block``)."""
         if state.retry:
-            if state.session is None and time.monotonic() < state.reconnect_at:
+            due = max(state.resend_at, state.reconnect_at if state.session is None else 0.0)
+            if time.monotonic() < due:
+                if state.pending:  # answers may come meanwhile
+                    self._collect(state, block)
+                    return
                 if not block:
                     return
-                time.sleep(max(0.0, state.reconnect_at - time.monotonic()))
+                time.sleep(max(0.0, due - time.monotonic()))
             if state.session is not None and not state.pending and state.session.finished.is_set():
                 state.session.end()  # it ended while idle: do not send frames into a dead call
                 state.session = None
@@ -354,8 +358,14 @@ class SplitClient:
                 if item is None:
                     log.debug("late or unknown response for frame %r ignored", payload.infer_response.id)
                     continue
-                self._backoff.reset()
-                if payload.error_message:
+                if not payload.error_message:
+                    self._backoff.reset()
+                if payload.error_message.startswith(_RETRYABLE):
+                    # The server is alive but cannot take it now (loading, full): resend after a pause.
+                    if state.resend_at <= time.monotonic():  # one pause per wave of refusals, not per frame
+                        state.resend_at = time.monotonic() + self._backoff.next_delay()
+                    self._give_up_or_retry(state, item, f"server refused frame: {payload.error_message}")
+                elif payload.error_message:
                     self._record(state, self._error(item, f"server refused frame: {payload.error_message}"))
                 else:
                     self._record(state, self._finish(item, payload.infer_response, when))
@@ -529,6 +539,8 @@ class _StreamState:
 
     session: _StreamSession | None = None
     reconnect_at: float = 0.0
+    #: Refused-for-now frames (UNAVAILABLE, RESOURCE_EXHAUSTED) wait in ``retry`` until then.
+    resend_at: float = 0.0
     failed_before: bool = False
 
     def __post_init__(self) -> None:
@@ -578,6 +590,10 @@ class _StreamSession:
         """Close the request side (releasing gRPC's sender thread) and cancel the call."""
         self.close()
         self.cancel()
+
+
+#: Stream refusals that mean "not now" rather than "never": the frame is resent after a backoff.
+_RETRYABLE = (grpc.StatusCode.UNAVAILABLE.name + ":", grpc.StatusCode.RESOURCE_EXHAUSTED.name + ":")
 
 
 def _is_transport_failure(exc: grpc.RpcError) -> bool:

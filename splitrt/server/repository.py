@@ -167,21 +167,31 @@ def _to_cpu(tensor: Tensor) -> Tensor:
 class ModelRepository:
     def __init__(self) -> None:
         self._models: dict[str, ServedModel] = {}
+        #: Models named in the configuration but not loaded yet: their frames are told to come back.
+        self.loading: set[str] = set()
         self.ready = False
 
     def load(self, specs: list[ModelSpec], device: str, fp16: bool = False) -> None:
-        for spec in specs:
-            started = time.perf_counter()
-            self._models[spec.name] = ServedModel(spec, device, fp16)
-            log.info(
-                "loaded model %s (%s, fingerprint %s) on %s in %.1fs",
-                spec.name,
-                spec.arch,
-                self._models[spec.name].fingerprint,
-                device,
-                time.perf_counter() - started,
-            )
+        self.loading = {spec.name for spec in specs}
+        try:
+            for spec in specs:
+                self._load_one(spec, device, fp16)
+        finally:
+            self.loading = set()
         self.ready = True
+
+    def _load_one(self, spec: ModelSpec, device: str, fp16: bool) -> None:
+        started = time.perf_counter()
+        self._models[spec.name] = ServedModel(spec, device, fp16)
+        self.loading.discard(spec.name)
+        log.info(
+            "loaded model %s (%s, fingerprint %s) on %s in %.1fs",
+            spec.name,
+            spec.arch,
+            self._models[spec.name].fingerprint,
+            device,
+            time.perf_counter() - started,
+        )
 
     def get(self, name: str) -> ServedModel | None:
         return self._models.get(name)

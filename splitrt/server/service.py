@@ -206,6 +206,10 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             )
         served = self.repository.get(request.model_name)
         if served is None:
+            if request.model_name in self.repository.loading:  # a restarted server: the edge resends later
+                raise RequestError(
+                    grpc.StatusCode.UNAVAILABLE, f"model {request.model_name!r} is still loading; retry shortly"
+                )
             raise RequestError(grpc.StatusCode.NOT_FOUND, self._unknown_model(request.model_name))
         if request.model_version not in ("", SERVED_VERSION):
             raise RequestError(grpc.StatusCode.NOT_FOUND, self._unknown_version(served.name, request.model_version))
