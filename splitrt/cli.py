@@ -12,6 +12,9 @@ from pathlib import Path
 
 DEMO_MODEL = "shapes_fcos"
 DEMO_SPLIT = "features.6/eb2"
+#: Profiles measured on this project's 2-core x86 machine, one per shipped model.
+PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
+SHIPPED_PROFILE = "the shipped shapes_fcos profile"
 DEMO_CODEC = "entropy"
 
 
@@ -138,7 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--gilbert-elliott", metavar="PGB:PBG[:BAD]", help="overlay bursty outages (transitions per 100 ms)"
     )
-    simulate.add_argument("--profile", default="runs/profile.json", help="profile JSON (default: %(default)s)")
+    simulate.add_argument(
+        "--profile",
+        action="append",
+        help="profile JSON from `splitrt profile`, or a CSV of measurements (columns: configuration, head_ms, "
+        "tail_ms, bytes, map; see docs/DESIGN.md); repeatable with --grid (default: " + SHIPPED_PROFILE + ")",
+    )
     simulate.add_argument("--deadline-ms", type=float, default=130.0, help="per-frame deadline (default: %(default)s)")
     simulate.add_argument("--fps", type=float, default=5.0, help="frame rate (default: %(default)s)")
     simulate.add_argument("--seconds", type=float, help="simulate this long (default: the whole trace)")
@@ -159,6 +167,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument("--seed", type=int, default=0, help="seed of the per-frame byte draws (default: 0)")
     simulate.add_argument("--out", default="runs/simulate", help="folder for JSON and PNGs (default: %(default)s)")
+    grid = simulate.add_argument_group("grid (--grid): every combination, one table and a heat map")
+    grid.add_argument("--grid", action="store_true", help="run the grid instead of one scenario per trace")
+    grid.add_argument(
+        "--deadlines", default="100,130,250", help="deadlines in ms, comma-separated (default: %(default)s)"
+    )
+    grid.add_argument("--slowdowns", default="1,4,16", help="edge slowdowns, comma-separated (default: %(default)s)")
+    grid.add_argument(
+        "--ablations",
+        default="full,no-exit,no-hedge",
+        help="full, no-exit (no early exit), no-hedge (nothing hedged), no-local (no local configuration); "
+        "comma-separated (default: %(default)s)",
+    )
     simulate.add_argument(
         "--live-seconds",
         type=float,

@@ -2,10 +2,15 @@
 
 Predicted latency of a configuration = head time x device load + bytes /
 bandwidth + base RTT + jitter + server time (tail + reported queue).  The
-default objective picks the most accurate configuration whose prediction,
-inflated by a safety margin, fits the deadline; the other one picks the
-fastest configuration above an accuracy floor.  When nothing fits, the
-fastest configuration wins (local-only included).
+default objective picks the configuration with the highest expected mAP *in
+time*: P(answer by the deadline) x its mAP + (1 - P) x what is delivered
+otherwise (a hedge's or a fallback's local result, or nothing); the other
+one picks the fastest configuration above an accuracy floor.  When nothing
+is expected to make the deadline the frame is skipped (reported, never
+silent): running the fastest configuration anyway would deliver nothing in
+time and make every later frame later (the queueing death spiral).  Before
+the link is measured (cold start) a prior bandwidth stands in for the
+estimate and an untried remote configuration counts as a coin flip.
 
 Hedging: when the device can still run a local model after a remote
 configuration's head and finish by the deadline, the edge starts that local
@@ -37,22 +42,27 @@ STABLE_MARGIN = 0.05  # head, base RTT and server times vary little once measure
 MAX_EXPLORE_WAIT_S = 60.0
 P_UNHEDGED = 0.9  # how likely an unhedged remote frame must look to arrive in time
 UNKNOWN_P = 0.5  # a hedged frame on a link not yet measured: a coin flip, and worth the try
-MIN_GAIN = 1.0  # mAP a hedged remote frame must be expected to add over its local model to be worth sending
+MIN_GAIN = 0.25  # mAP a hedged remote frame must be expected to add over its local model to be worth sending
 STICKY_REMOTE_S = 10.0  # a stay on the link this long resets the exploration back-off
+PRIOR_BPS = 1e6  # the link before anything crossed it: a modest cellular uplink
+HOLD_GAP = 2.0  # mAP by which a risky current choice may trail the best before it is left at once
 
 
 @dataclass
 class Decision:
-    config: ConfigProfile
+    config: ConfigProfile | None  # None: skip the frame (nothing can make its deadline)
     predicted_ms: float
     reason: str
     #: Hedged: the local configuration the device runs while the frame is out (None: not hedged).
     fallback: ConfigProfile | None = None
     p_in_time: float | None = None  # the controller's estimate that the answer comes in time
+    #: Unhedged: the local configuration to run if the answer has not come by the last moment it fits.
+    late_fallback: ConfigProfile | None = None
+    expected_map: float | None = None  # the expected mAP in time behind the choice
 
     @property
     def name(self) -> str:
-        return self.config.name
+        return "skip" if self.config is None else self.config.name
 
     def as_dict(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -62,19 +72,51 @@ class Decision:
         }
         if self.fallback is not None:
             out["hedge"] = self.fallback.name
+        if self.late_fallback is not None:
+            out["late_fallback"] = self.late_fallback.name
         if self.p_in_time is not None:
             out["p_in_time"] = round(self.p_in_time, 3)
+        if self.expected_map is not None:
+            out["expected_map"] = round(self.expected_map, 2)
         return out
 
 
-class StaticController:
-    """Always the same configuration (the baseline every experiment compares against)."""
+def best_hedge(profile: Profile, entry: ConfigProfile, budget_ms: float, device_load: float) -> ConfigProfile | None:
+    """The most accurate local configuration the device can run after ``entry``'s head within ``budget_ms``."""
+    if not entry.config.remote:
+        return None
+    head = entry.head_ms * device_load
+    fits = [
+        c
+        for c in profile.local_configs()
+        if (head + c.device_ms_after(entry) * device_load) * (1.0 + STABLE_MARGIN) <= budget_ms
+    ]
+    return max(fits, key=lambda c: c.map) if fits else None
 
-    def __init__(self, profile: Profile, name: str) -> None:
+
+class StaticController:
+    """Always the same configuration (the baselines every experiment compares against).
+
+    ``hedge``: a remote configuration is hedged with the most accurate local model that fits
+    after its head, as the adaptive controller does (a fixed choice plus a safety net).
+    """
+
+    def __init__(self, profile: Profile, name: str, deadline_ms: float | None = None, hedge: bool = False) -> None:
+        if hedge and deadline_ms is None:
+            raise ValueError("a hedged static policy needs the deadline (to know which local model fits)")
+        self.profile = profile
         self.config = profile[name]
+        self.deadline_ms = deadline_ms
+        self.hedge = hedge
 
     def decide(self, now_s: float, estimates: Estimates, waited_ms: float = 0.0) -> Decision:
-        return Decision(self.config, math.nan, "static")
+        fallback = None
+        if self.hedge and self.deadline_ms is not None:
+            fallback = best_hedge(self.profile, self.config, self.deadline_ms - waited_ms, estimates.device_load)
+        return Decision(self.config, math.nan, "static (hedged)" if fallback else "static", fallback)
+
+    def probe_due(self, now_s: float) -> bool:
+        return False
 
 
 class AdaptiveController:
@@ -90,6 +132,7 @@ class AdaptiveController:
         probe_every_s: float = 1.0,
         explore_after_s: float = 10.0,
         hedge: bool = True,
+        prior_bps: float = PRIOR_BPS,
     ) -> None:
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, not {objective!r}")
@@ -114,67 +157,93 @@ class AdaptiveController:
         self._explore_wait = explore_after_s
         self._local_since = 0.0
         self._remote_since = 0.0
+        self.prior_bps = prior_bps
+        self.skipping = False  # the last frame was skipped: probe the link as when running locally
 
     # -- prediction ------------------------------------------------------------------------
     def predict_ms(self, entry: ConfigProfile, est: Estimates) -> float:
         return sum(self._parts_ms(entry, est))
+
+    def _bandwidth(self, est: Estimates) -> float | None:
+        """The estimate, or the prior before anything crossed the link (0/None: nothing goes out)."""
+        if est.link_down:
+            return None
+        if not est.transfers:  # nothing crossed the link lately (cold start, or a stay on the device)
+            return self.prior_bps
+        return est.bandwidth_bps
 
     def _parts_ms(self, entry: ConfigProfile, est: Estimates) -> tuple[float, float]:
         """(measured-stable part, transfer part): head, base RTT, jitter and server time vs bytes / bandwidth."""
         device = entry.head_ms * est.device_load
         if not entry.config.remote:
             return device, 0.0
-        if est.link_down or est.bandwidth_bps is None or est.bandwidth_bps <= 0:
-            return device, math.inf  # nothing goes out until a probe says the link is back
-        transfer = entry.bytes_p95 * 8 / est.bandwidth_bps * 1e3
         network = (est.rtt_s + est.jitter_s) * 1e3
         server = entry.tail_ms + est.server_queue_s * 1e3
-        return device + network + server, transfer
+        bandwidth = self._bandwidth(est)
+        if not bandwidth or bandwidth <= 0:
+            return device + network + server, math.inf  # nothing goes out until a probe says the link is back
+        return device + network + server, entry.bytes_p95 * 8 / bandwidth * 1e3
+
+    @property
+    def budget_ms(self) -> float:
+        return self.deadline_ms - self._waited_ms
 
     def _fits(self, entry: ConfigProfile, est: Estimates) -> bool:
         """The prediction with a safety margin: small on what is measured and stable, larger on the transfer."""
         stable, transfer = self._parts_ms(entry, est)
-        return stable * (1.0 + STABLE_MARGIN) + transfer * (1.0 + self.margin) <= self.deadline_ms - self._waited_ms
+        return stable * (1.0 + STABLE_MARGIN) + transfer * (1.0 + self.margin) <= self.budget_ms
 
     def hedge_for(self, entry: ConfigProfile, est: Estimates) -> ConfigProfile | None:
         """The most accurate local configuration the device can run after ``entry``'s head in time."""
-        if not (self.hedge and entry.config.remote):
+        if not self.hedge:
             return None
-        budget = self.deadline_ms - self._waited_ms
+        return best_hedge(self.profile, entry, self.budget_ms, est.device_load)
+
+    def late_fallback_for(self, entry: ConfigProfile, est: Estimates) -> ConfigProfile | None:
+        """Unhedged: the fastest local configuration that still fits after the head (the longest wait)."""
+        if not entry.config.remote:
+            return None
         head = entry.head_ms * est.device_load
         fits = [
             c
-            for c in self.profile.configs
-            if not c.config.remote
-            and (head + c.device_ms_after(entry) * est.device_load) * (1.0 + STABLE_MARGIN) <= budget
+            for c in self.profile.local_configs()
+            if (head + c.head_ms * est.device_load) * (1 + STABLE_MARGIN) <= self.budget_ms
         ]
-        return max(fits, key=lambda c: c.map) if fits else None
+        return min(fits, key=lambda c: c.head_ms) if fits else None
 
     def p_in_time(self, entry: ConfigProfile, est: Estimates) -> float | None:
-        """How likely ``entry``'s answer comes in time, from the recent transfer times (None: too few)."""
+        """How likely ``entry``'s answer comes in time, from the recent transfer times (None: none lately)."""
         stable, transfer = self._parts_ms(entry, est)
         if not math.isfinite(transfer):
             return 0.0
-        budget_ms = self.deadline_ms - self._waited_ms - stable * (1.0 + STABLE_MARGIN)
+        budget_ms = self.budget_ms - stable * (1.0 + STABLE_MARGIN)
+        if budget_ms <= 0:
+            return 0.0
         return est.p_within(entry.bytes_mean, budget_ms / 1e3)
 
+    def _p(self, entry: ConfigProfile, est: Estimates) -> float:
+        p = self.p_in_time(entry, est)
+        return (UNKNOWN_P if self._fits(entry, est) else 0.0) if p is None else p
+
     def _score(self, entry: ConfigProfile, est: Estimates) -> float | None:
-        """Expected mAP of a frame run with ``entry`` (None: it would likely miss the deadline)."""
+        """Expected mAP in time of a frame run with ``entry`` (None: not worth running)."""
         if not entry.config.remote:
             return entry.map if self._fits(entry, est) else None
         hedge = self.hedge_for(entry, est)
-        p = self.p_in_time(entry, est)
+        p = self._p(entry, est)
         if hedge is not None:
-            p = UNKNOWN_P if p is None else p
+            if self.p_in_time(entry, est) is None:
+                p = UNKNOWN_P  # it cannot miss: worth finding out
+            # The local model alone scores hedge.map for less: the link must add something.
             return p * entry.map + (1.0 - p) * hedge.map if p * (entry.map - hedge.map) >= MIN_GAIN else None
-        # Unhedged, a late answer is a missed deadline: the estimate must fit with its margin and, on
-        # a hedging edge, the recent transfers must say it is likely (too few of them, just after
-        # start or an outage: hedged frames and explorations measure the link first).  An edge that
-        # never hedges goes by the margin alone.
-        known = not self.hedge or (p is not None and p >= P_UNHEDGED)
-        return entry.map if self._fits(entry, est) and known else None
+        backup = self.late_fallback_for(entry, est)
+        score = p * entry.map + (1.0 - p) * (backup.map if backup is not None else 0.0)
+        # Unhedged, a late answer wastes the device's time and the link: it must be likely, or the last hope.
+        if backup is not None and p < P_UNHEDGED:
+            return None
+        return score if score >= MIN_GAIN else None
 
-    def _best(self, est: Estimates) -> tuple[ConfigProfile, float, str]:
+    def _best(self, est: Estimates) -> tuple[ConfigProfile | None, float, str]:
         predictions = {c.name: self.predict_ms(c, est) for c in self.profile.configs}
         if self.objective == "accuracy":
             scores = {c.name: self._score(c, est) for c in self.profile.configs}
@@ -182,7 +251,7 @@ class AdaptiveController:
             if feasible:
                 best = max(feasible, key=lambda c: (round(scores[c.name], 1), -predictions[c.name]))
                 hedged = " (hedged)" if self.hedge_for(best, est) is not None else ""
-                return best, predictions[best.name], f"best expected mAP{hedged}"
+                return best, predictions[best.name], f"best expected mAP in time{hedged}"
         else:
             floor = self.accuracy_floor or 0.0
             good = [c for c in self.profile.configs if c.map >= floor]
@@ -190,8 +259,11 @@ class AdaptiveController:
                 best = min(good, key=lambda c: predictions[c.name])
                 if self._fits(best, est):
                     return best, predictions[best.name], f"fastest with mAP >= {floor:g}"
-        fastest = min(self.profile.configs, key=lambda c: predictions[c.name])
-        return fastest, predictions[fastest.name], "nothing fits: fastest"
+            fitting = [c for c in self.profile.configs if self._fits(c, est)]
+            if fitting:
+                best = max(fitting, key=lambda c: c.map)
+                return best, predictions[best.name], f"nothing with mAP >= {floor:g} fits: best that does"
+        return None, math.nan, "skip: no configuration is expected to make the deadline"
 
     # -- the decision ----------------------------------------------------------------------
     def decide(self, now_s: float, est: Estimates, waited_ms: float = 0.0) -> Decision:
@@ -202,14 +274,19 @@ class AdaptiveController:
             return explored
         best, predicted, reason = self._best(est)
         current = self.current
-        if current is None:
+        if best is None:
+            self.skipping = True
+            if current is not None and current.config.remote:
+                self._local_since = now_s  # off the link: explorations and probes start counting
+            return Decision(None, math.nan, reason)
+        was_skipping, self.skipping = self.skipping, False
+        if current is None or was_skipping:
             return self._switch(best, predicted, reason, now_s, est)
         current_pred = self.predict_ms(current, est)
         if best.name == current.name:
             self._better_since = None
             return self._decision(current, current_pred, "keep", est)
-        leaving_local = best.config.remote and not current.config.remote
-        if (not self._still_good(current, est) and not leaving_local) or self._ranks_below(best, current, est):
+        if self._must_leave(current, best, est):
             return self._switch(best, predicted, f"step down: {reason}", now_s, est)
         # Better than what we run: only after something better has looked feasible for long enough.
         if self._better_since is None:
@@ -222,16 +299,23 @@ class AdaptiveController:
             return self._switch(best, predicted, f"change after {wait:g}s: {reason}", now_s, est)
         return self._decision(current, current_pred, f"hold (better: {best.name})", est)
 
-    def _still_good(self, entry: ConfigProfile, est: Estimates) -> bool:
-        """The current choice can stay while the better one proves itself."""
-        if self.objective == "accuracy":
-            return self._score(entry, est) is not None or self.hedge_for(entry, est) is not None
-        return self._fits(entry, est)
+    def _must_leave(self, current: ConfigProfile, best: ConfigProfile, est: Estimates) -> bool:
+        """The current choice can no longer be expected to deliver in time, or it is risky and clearly worse."""
+        if self.objective != "accuracy":
+            return not self._fits(current, est) or (
+                self.predict_ms(best, est) < self.predict_ms(current, est) and current.map < (self.accuracy_floor or 0)
+            )
+        score = self._score(current, est)
+        if score is None:
+            return True
+        risky = current.config.remote and self.hedge_for(current, est) is None
+        return risky and score < (self._score(best, est) or 0.0) - HOLD_GAP
 
     def _decision(self, entry: ConfigProfile, predicted: float, reason: str, est: Estimates) -> Decision:
-        hedge = self.hedge_for(entry, est)
+        hedge = self.hedge_for(entry, est) if entry.config.remote else None
+        late = self.late_fallback_for(entry, est) if hedge is None else None
         p = self.p_in_time(entry, est) if entry.config.remote else None
-        return Decision(entry, predicted, reason, hedge, p)
+        return Decision(entry, predicted, reason, hedge, p, late, self._score(entry, est))
 
     def _explore(self, now_s: float, est: Estimates) -> Decision | None:
         """Local because the link looked slow (not dead): now and then try it again.
@@ -242,35 +326,31 @@ class AdaptiveController:
         that does not stick, so a really bad link costs few late frames.
         """
         current = self.current
-        if current is None or current.config.remote or est.link_down:
+        off_link = self.skipping or (current is not None and not current.config.remote)
+        if current is None or not off_link or est.link_down:
             return None
         if now_s - self._local_since < self._explore_wait:
             return None
-        fast_link = replace(est, bandwidth_bps=1e12)
+        fast_link = replace(est, bandwidth_bps=1e12, transfers=())
         candidates = [c for c in self.profile.configs if c.config.remote and self._fits(c, fast_link)]
         if not candidates:
             return None
         self._explore_wait = min(self._explore_wait * 2, MAX_EXPLORE_WAIT_S)
         self._local_since = now_s
+        self.skipping = False
         # A try that cannot miss, and that is worth more than its local result when it gets through.
         hedged = [c for c in candidates if (h := self.hedge_for(c, est)) is not None and c.map > h.map]
         choice = min(hedged or candidates, key=lambda c: c.bytes_p95)
         return self._switch(choice, self.predict_ms(choice, est), "explore: is the link better now?", now_s, est)
 
     def probe_due(self, now_s: float) -> bool:
-        """While running locally, ping the server now and then: is the link (back) up?"""
-        if self.current is None or self.current.config.remote:
+        """While running locally or skipping, ping the server now and then: is the link (back) up?"""
+        if not self.skipping and (self.current is None or self.current.config.remote):
             return False
         if now_s - self._last_probe >= self.probe_every_s:
             self._last_probe = now_s
             return True
         return False
-
-    def _ranks_below(self, best: ConfigProfile, current: ConfigProfile, est: Estimates) -> bool:
-        """The preferred choice is worse than the current one by the objective: move at once."""
-        if self.objective == "accuracy":  # only an unhedged remote choice is at risk of missing
-            return best.map < current.map and current.config.remote and self.hedge_for(current, est) is None
-        return self.predict_ms(best, est) < self.predict_ms(current, est) and current.map < (self.accuracy_floor or 0)
 
     def _switch(self, entry: ConfigProfile, predicted: float, reason: str, now_s: float, est: Estimates) -> Decision:
         if self.current is not None and self.current.config.remote and not entry.config.remote:

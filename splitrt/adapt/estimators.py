@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import psutil
 
 MAX_DISCOUNT = 0.5
-MIN_TRANSFERS = 5  # recent transfers needed before their spread says anything
 LOAD_REFERENCE_MS = 40.0  # a head this long (as profiled) counts as one full device-load sample
 DOWN_AFTER = 3  # consecutive unanswered frames before the link counts as down
 
@@ -110,11 +109,12 @@ class BandwidthEstimator:
         total_bytes = sum(b for b, _ in self.samples)
         total_s = sum(s for _, s in self.samples)
         harmonic = total_bytes * 8 / total_s
-        ewma = min(self.fast.value, self.slow.value)
         # RobustMPC divides by 1 + the largest recent error; frames here are one to a few packets,
         # whose timing is noisier than video chunks, so the mean error (capped) is used instead.
+        # Taking the smaller of several estimators as well, as before, stacked a second discount
+        # on the first: the estimate read 0.13-0.59 of the capacity.
         discount = 1.0 + min(MAX_DISCOUNT, sum(self.errors) / len(self.errors)) if self.errors else 1.0
-        return min(harmonic, ewma) / discount
+        return harmonic / discount
 
 
 class TransferTimes:
@@ -124,33 +124,51 @@ class TransferTimes:
     delivery slot, so its transfer time is mostly that wait and varies far more
     than bytes / bandwidth suggests.  Keeping the samples themselves lets the
     controller ask how likely a payload is to get through in a given time.
-    Frames never answered count as never arriving.
+    Frames never answered count as never arriving.  Samples older than
+    ``memory_s`` are forgotten: a device that ran locally for a while knows
+    nothing about the link now, and must not keep judging it by a bad minute
+    long past (it would never try the link again).
     """
 
-    def __init__(self, window: int = 25) -> None:
-        self.samples: deque[tuple[float, float]] = deque(maxlen=window)  # (bytes, seconds or inf)
+    def __init__(self, window: int = 25, memory_s: float = 10.0) -> None:
+        self.samples: deque[tuple[float, float, float]] = deque(maxlen=window)  # (bytes, seconds or inf, when)
+        self.memory_s = memory_s
 
-    def add(self, nbytes: float, seconds: float) -> None:
-        self.samples.append((nbytes, seconds))
+    def add(self, nbytes: float, seconds: float, at: float = 0.0) -> None:
+        self.samples.append((nbytes, seconds, at))
 
-    def lost(self, nbytes: float) -> None:
-        self.samples.append((nbytes, math.inf))
+    def lost(self, nbytes: float, at: float = 0.0) -> None:
+        self.samples.append((nbytes, math.inf, at))
+
+    def recent(self, now: float) -> tuple[tuple[float, float], ...]:
+        return tuple((n, t) for n, t, at in self.samples if now - at <= self.memory_s)
 
 
-def p_within(samples: tuple[tuple[float, float], ...], nbytes: float, budget_s: float, bandwidth_bps: float) -> float:
+def p_within(
+    samples: tuple[tuple[float, float], ...],
+    nbytes: float,
+    budget_s: float,
+    bandwidth_bps: float,
+    floor_s: float = 0.002,
+) -> float:
     """How likely ``nbytes`` cross the link within ``budget_s``, judged from recent transfers.
 
-    Each sample's time is taken as the wait it saw plus, for a larger payload, the extra
-    bytes at the estimated bandwidth (a smaller payload is not credited with less time).
-    One imagined success and one failure are added so that a few samples never give
-    certainty either way.
+    Each sample's time is moved by the size difference at the estimated bandwidth: a larger
+    payload waits longer, a smaller one less, but never less than ``floor_s`` (the wait for
+    a delivery slot does not shrink with the payload).  Not crediting smaller payloads, as
+    before, judged every small configuration by the big ones' samples: under-confident, and
+    biased toward sending more bytes.  One imagined success and one failure are added so
+    that a few samples never give certainty either way.
     """
     if budget_s <= 0:
         return 0.0
     hits = 0
     for n, seconds in samples:
-        extra = max(0.0, nbytes - n) * 8 / bandwidth_bps if bandwidth_bps > 0 else math.inf
-        hits += seconds + extra <= budget_s
+        if nbytes > n:
+            seconds += (nbytes - n) * 8 / bandwidth_bps if bandwidth_bps > 0 else math.inf
+        elif nbytes < n and bandwidth_bps > 0 and math.isfinite(seconds):
+            seconds = max(floor_s, seconds - (n - nbytes) * 8 / bandwidth_bps)
+        hits += seconds <= budget_s
     return (hits + 1) / (len(samples) + 2)
 
 
@@ -229,12 +247,15 @@ class Estimates:
     transfers: tuple[tuple[float, float], ...] = ()  # recent (bytes, transfer seconds); inf: never answered
 
     def p_within(self, nbytes: float, budget_s: float) -> float | None:
-        """How likely ``nbytes`` get through in ``budget_s``: 0 while the link is down, None if too little is known."""
-        if self.link_down or not self.bandwidth_bps:
+        """How likely ``nbytes`` get through in ``budget_s``: 0 while the link is down, None before any transfer.
+
+        A few samples give a cautious answer, not none: ``p_within`` adds one imagined
+        success and one failure to what was seen."""
+        if self.link_down or self.bandwidth_bps == 0:
             return 0.0
-        if len(self.transfers) < MIN_TRANSFERS:
+        if not self.transfers:
             return None
-        return p_within(self.transfers, nbytes, budget_s, self.bandwidth_bps)
+        return p_within(self.transfers, nbytes, budget_s, self.bandwidth_bps or 0.0)
 
     def as_dict(self) -> dict[str, float | bool | None]:
         return {
@@ -259,32 +280,48 @@ class LinkEstimator:
         self.device = DeviceLoadEstimator(cpu_sampling=cpu_sampling)
         self.server = ServerLoadEstimator()
         self.transfers = TransferTimes()
+        #: The driver's clock (virtual in the simulator), set with ``tick`` before each frame.
+        self.now = 0.0
         self.consecutive_timeouts = 0
         self.last_good_bps: float | None = None
 
     def answered(self, nbytes: float, rtt_s: float, server_s: float, queue_s: float = 0.0) -> None:
-        """An answer, in time or late (a late answer still tells how the link carried the frame)."""
+        """An answer, in time or ``late`` (the answer of a frame given up on: it still tells how the
+        link carried the frame)."""
         self.bandwidth.observe(nbytes, rtt_s, server_s)
-        self.transfers.add(nbytes, max(0.0, rtt_s - server_s - self.bandwidth.base_rtt_s))
+        self.transfers.add(nbytes, max(0.0, rtt_s - server_s - self.bandwidth.base_rtt_s), self.now)
         self.latency.observe(self.bandwidth.base_rtt_s)
         self.server.observe(queue_s)
         self.consecutive_timeouts = 0
 
-    def timed_out(self, nbytes: float, waited_s: float, server_s: float = 0.0) -> None:
+    def timed_out(self, nbytes: float, waited_s: float, server_s: float = 0.0, pending: bool = False) -> None:
         """No answer within ``waited_s`` (``server_s`` of which the server needs anyway).
 
-        Only the time left for the link counts: a frame given up on before the base RTT and
-        the server time had passed says nothing about the link (its late answer will).
-        If the answer comes later, ``answered`` is told too.
+        ``pending``: the edge still listens for the answer (a hedged frame), so the link
+        is judged when it comes (``answered``) or does not (``lost``); only the
+        run of unanswered frames (outage detection) counts now.  Judging it twice, as a loss
+        now and as a slow sample later, biased both the bandwidth and ``p_in_time`` low.
         """
         link_s = waited_s - self.bandwidth.base_rtt_s - server_s
         if link_s < self.bandwidth.min_transfer_s:
-            return
+            return  # given up on before the link could have carried it: says nothing yet
         if self.consecutive_timeouts == 0:
             self.last_good_bps = self.bandwidth.predict()
-        self.bandwidth.timed_out(nbytes, link_s)
-        self.transfers.lost(nbytes)
         self.consecutive_timeouts += 1
+        if not pending:
+            self._lost(nbytes, link_s)
+
+    def lost(self, nbytes: float, waited_s: float, server_s: float = 0.0) -> None:
+        """A frame whose answer never came (while the edge listened for ``waited_s``)."""
+        link_s = waited_s - self.bandwidth.base_rtt_s - server_s
+        if link_s >= self.bandwidth.min_transfer_s:
+            self._lost(nbytes, link_s)
+
+    def _lost(self, nbytes: float, link_s: float) -> None:
+        # A loss is not a throughput sample: "under nbytes in link_s" is a bound that, averaged in as
+        # one, dragged the estimate to a few percent of the capacity.  Losses count where they mean
+        # something: in the chance of arriving in time (``transfers``) and in outage detection.
+        self.transfers.lost(nbytes, self.now)
 
     @property
     def link_down(self) -> bool:
@@ -310,6 +347,9 @@ class LinkEstimator:
     def head_time(self, measured_ms: float, profiled_ms: float) -> None:
         self.device.observe(measured_ms, profiled_ms)
 
+    def tick(self, now: float) -> None:
+        self.now = now
+
     def snapshot(self) -> Estimates:
         return Estimates(
             bandwidth_bps=self.bandwidth.predict(),
@@ -320,5 +360,5 @@ class LinkEstimator:
             link_down=self.link_down,
             cpu_percent=self.device.cpu_percent(),
             bandwidth_longterm_bps=self.bandwidth.slow.value,
-            transfers=tuple(self.transfers.samples),
+            transfers=self.transfers.recent(self.now),
         )

@@ -11,8 +11,10 @@ import numpy as np
 from tqdm import tqdm
 
 from ..channel.traces import open_trace
+from .metrics import calibration_error, reliability
+from .oracle import oracle_run
 from .profile import Profile
-from .simulate import RunResult, Scenario, Simulator, policies
+from .simulate import ADAPTIVE, RunResult, Scenario, Simulator, policies
 
 
 def contention_schedule(spec: str | None):
@@ -32,21 +34,29 @@ def contention_schedule(spec: str | None):
     return load
 
 
-def run_experiment(scenario: Scenario, progress: bool = True) -> tuple[list[dict[str, Any]], dict[str, RunResult]]:
+def run_experiment(
+    scenario: Scenario, progress: bool = True, hedged_statics: bool = True, adaptive: tuple[str, ...] = ADAPTIVE
+) -> tuple[list[dict[str, Any]], dict[str, RunResult]]:
+    """Every policy over one scenario; the oracle last, protecting the states every static policy reached."""
     simulator = Simulator(scenario)
     rows, runs = [], {}
-    for policy in tqdm(policies(scenario.profile), desc=f"simulate {scenario.trace.name}", disable=not progress):
-        result = simulator.run(policy)
-        runs[policy] = result
-        rows.append(result.summary(scenario.deadline_ms))
+    names = [
+        p for p in policies(scenario.profile, hedged_statics) if p != "oracle" and (p in adaptive or p not in ADAPTIVE)
+    ]
+    for policy in tqdm(names, desc=f"simulate {scenario.trace.name}", disable=not progress, leave=False):
+        runs[policy] = simulator.run(policy)
+    statics = {name: run for name, run in runs.items() if name.startswith("static:")}
+    runs["oracle"] = oracle_run(simulator, protect=statics)
+    rows = [run.summary(scenario.deadline_ms) for run in runs.values()]
     return rows, runs
 
 
-def best_static(rows: list[dict[str, Any]], remote_only: bool = True) -> dict[str, Any]:
+def best_static(rows: list[dict[str, Any]], remote_only: bool = False) -> dict[str, Any]:
+    """The static policy (hedged ones included) with the highest mAP in time."""
     statics = [r for r in rows if r["policy"].startswith("static:")]
     if remote_only:
         statics = [r for r in statics if not r["policy"].startswith(LOCAL_POLICIES)]
-    return max(statics, key=lambda r: (r["hit_rate"], r["mean_accuracy"]))
+    return max(statics, key=lambda r: (r["accuracy_in_time"], r["hit_rate"]))
 
 
 #: Static policies that run on the device alone (the names of local configurations).
@@ -56,15 +66,23 @@ LOCAL_POLICIES = ("static:local", "static:exit@")
 def format_table(rows: list[dict[str, Any]], title: str) -> str:
     lines = [
         title,
-        f"{'policy':34s} {'hit %':>7s} {'mean ms':>8s} {'p95 ms':>8s} {'mAP':>6s} {'mAP in time':>11s} "
-        f"{'MB sent':>8s} {'switch/min':>10s} {'fallbacks':>9s}",
+        f"{'policy':44s} {'mAP in time':>11s} {'hit %':>7s} {'p95 ms':>8s} {'skipped':>7s} {'late':>5s} "
+        f"{'fallback':>8s} {'switch/min':>10s} {'MB sent':>8s} {'mAP delivered':>13s}",
     ]
     for r in rows:
         lines.append(
-            f"{r['policy']:34s} {100 * r['hit_rate']:7.2f} {r['mean_latency_ms']:8.1f} {r['p95_latency_ms']:8.1f} "
-            f"{r['mean_accuracy']:6.1f} {r['accuracy_in_time']:11.1f} {r['bytes_sent'] / 1e6:8.2f} "
-            f"{r['switches_per_min']:10.2f} {r['fallbacks']:9d}"
+            f"{r['policy']:44s} {r['accuracy_in_time']:11.2f} {100 * r['hit_rate']:7.2f} {r['p95_latency_ms']:8.1f} "
+            f"{r['skipped']:7d} {r['timeouts']:5d} {r['fallbacks']:8d} {r['switches_per_min']:10.2f} "
+            f"{r['bytes_sent'] / 1e6:8.2f} {r['mean_accuracy']:13.1f}"
         )
+    return "\n".join(lines)
+
+
+def format_reliability(table: list[dict[str, Any]]) -> str:
+    lines = ["p_in_time reliability (remote frames): predicted vs observed share answered by the deadline",
+             f"{'bin':>9s} {'frames':>7s} {'predicted':>9s} {'observed':>8s}"]  # fmt: skip
+    for row in table:
+        lines.append(f"{row['bin']:>9s} {row['frames']:7d} {row['predicted']:9.2f} {row['observed']:8.2f}")
     return "\n".join(lines)
 
 
@@ -83,6 +101,7 @@ def plot(runs: dict[str, RunResult], scenario: Scenario, out_prefix: Path, stati
     axes[0].set_ylabel("Mbit/s")
     axes[0].set_yscale("symlog", linthresh=0.1)
     axes[0].legend(loc="upper right")
+    names = ["skip", *names]
     axes[1].scatter(t, [names.index(f.config) for f in oracle.frames], s=2, c="tab:gray", label="oracle")
     axes[1].scatter(t, [names.index(f.config) for f in adaptive.frames], s=2, c="tab:red", label="adaptive")
     axes[1].set_yticks(range(len(names)), names, fontsize=7)
@@ -101,8 +120,10 @@ def plot(runs: dict[str, RunResult], scenario: Scenario, out_prefix: Path, stati
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 5))
-    for policy in ("adaptive", "oracle", static_policy, f"static:{scenario.profile.fastest_local().name}"):
-        lat = np.sort([f.latency_ms for f in runs[policy].frames])
+    fastest = scenario.profile.fastest_local()
+    shown = ["adaptive", "oracle", static_policy] + ([f"static:{fastest.name}"] if fastest is not None else [])
+    for policy in dict.fromkeys(shown):
+        lat = np.sort([f.latency_ms for f in runs[policy].frames if not np.isnan(f.latency_ms)])
         ax.plot(lat, np.arange(1, lat.size + 1) / lat.size, label=policy)
     ax.axvline(scenario.deadline_ms, c="k", ls="--", lw=0.8, label="deadline")
     ax.set_xscale("log")
@@ -117,12 +138,28 @@ def plot(runs: dict[str, RunResult], scenario: Scenario, out_prefix: Path, stati
     return [timeline, cdf]
 
 
-def main(args: Any) -> int:
-    profile = Profile.load(args.profile)
+def scenario_profile(args: Any, path: str) -> Profile:
+    profile = Profile.load(path)
     if args.without:
         profile = profile.without(args.without)
     if args.edge_slowdown != 1.0:
         profile = profile.scaled(args.edge_slowdown)
+    return profile
+
+
+def profile_paths(args: Any) -> list[str]:
+    from ..cli import PROFILES_DIR
+
+    return args.profile or [str(PROFILES_DIR / "shapes_fcos.json")]
+
+
+def main(args: Any) -> int:
+    args.profile = profile_paths(args)
+    if args.grid:
+        from .grid import grid_main
+
+        return grid_main(args)
+    profile = scenario_profile(args, args.profile[0])
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = []
@@ -142,33 +179,38 @@ def main(args: Any) -> int:
         rows, runs = run_experiment(scenario)
         elapsed = time.perf_counter() - began
         static = best_static(rows)
-        overall = best_static(rows, remote_only=False)
         title = (
             f"\n{trace.name}: {trace.duration_s:.0f} s, mean {trace.mean_mbps:.2f} Mbit/s; deadline "
             f"{args.deadline_ms:g} ms, {args.fps:g} fps, base RTT {args.rtt_ms:g} ms, edge slowdown "
             f"{args.edge_slowdown:g}x; simulated in {elapsed:.1f} s"
         )
         print(format_table(rows, title))
-        adaptive = next(r for r in rows if r["policy"] == "adaptive")
-        oracle = next(r for r in rows if r["policy"] == "oracle")
+        by = {r["policy"]: r for r in rows}
+        adaptive, oracle = by["adaptive"], by["oracle"]
+        table = reliability(runs["adaptive"].frames)
         verdict = {
             "trace": trace.name,
-            "best_static_remote": static["policy"],
-            "best_static_hit_rate": static["hit_rate"],
+            "adaptive_map_in_time": adaptive["accuracy_in_time"],
             "adaptive_hit_rate": adaptive["hit_rate"],
-            "adaptive_vs_oracle_accuracy": adaptive["mean_accuracy"] / oracle["mean_accuracy"],
+            "best_static": static["policy"],
+            "best_static_map_in_time": static["accuracy_in_time"],
+            "best_static_hit_rate": static["hit_rate"],
+            "oracle_map_in_time": oracle["accuracy_in_time"],
+            "adaptive_vs_best_static": adaptive["accuracy_in_time"] - static["accuracy_in_time"],
+            "adaptive_vs_oracle": adaptive["accuracy_in_time"] / oracle["accuracy_in_time"]
+            if oracle["accuracy_in_time"] > 0
+            else None,
             "adaptive_switches_per_min": adaptive["switches_per_min"],
-            "best_static_overall": overall["policy"],
-            "best_static_overall_hit_rate": overall["hit_rate"],
-            "best_static_overall_vs_oracle_accuracy": overall["mean_accuracy"] / oracle["mean_accuracy"],
+            "calibration_error": calibration_error(table),
         }
+        ratio = verdict["adaptive_vs_oracle"]
         print(
-            f"best static remote: {static['policy']} {100 * static['hit_rate']:.1f}% | adaptive "
-            f"{100 * adaptive['hit_rate']:.2f}% hits, accuracy {100 * verdict['adaptive_vs_oracle_accuracy']:.1f}% "
-            f"of the oracle's, {adaptive['switches_per_min']:.1f} switches/min | best static overall: "
-            f"{overall['policy']} {100 * overall['hit_rate']:.1f}%, accuracy "
-            f"{100 * verdict['best_static_overall_vs_oracle_accuracy']:.1f}% of the oracle's"
+            f"mAP in time: adaptive {adaptive['accuracy_in_time']:.2f} ({100 * adaptive['hit_rate']:.1f}% hits) | "
+            f"best static {static['policy']} {static['accuracy_in_time']:.2f} ({100 * static['hit_rate']:.1f}%) | "
+            f"oracle {oracle['accuracy_in_time']:.2f}"
+            + (f" | adaptive = {100 * ratio:.1f}% of the oracle" if ratio is not None else "")
         )
+        print(format_reliability(table))
         prefix = out_dir / trace.name.replace(".", "_")
         pngs = plot(runs, scenario, prefix, static["policy"])
         json_path = prefix.with_name(prefix.name + ".json")
@@ -185,6 +227,7 @@ def main(args: Any) -> int:
                     },
                     "rows": rows,
                     "verdict": verdict,
+                    "reliability": table,
                     "adaptive_frames": [f.__dict__ for f in runs["adaptive"].frames],
                 },
                 indent=1,

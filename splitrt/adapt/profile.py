@@ -11,6 +11,7 @@ those are the numbers that differ between devices.
 
 from __future__ import annotations
 
+import csv
 import json
 import platform
 import statistics
@@ -98,17 +99,31 @@ class Profile:
     def names(self) -> list[str]:
         return [c.name for c in self.configs]
 
-    def fastest_local(self) -> ConfigProfile:
-        return min((c for c in self.configs if not c.config.remote), key=lambda c: c.head_ms)
+    def local_configs(self) -> list[ConfigProfile]:
+        return [c for c in self.configs if not c.config.remote]
+
+    def fastest_local(self) -> ConfigProfile | None:
+        """The quickest local configuration; None for a profile without any (then nothing runs locally)."""
+        return min(self.local_configs(), key=lambda c: c.head_ms, default=None)
 
     def without(self, names: list[str]) -> Profile:
         """The same profile less some configurations (ablations: what does one of them add?)."""
         for name in names:
             self[name]  # an unknown name is an error, not a silent no-op
         configs = [c for c in self.configs if c.name not in names]
-        if not any(not c.config.remote for c in configs):
-            raise ValueError("a profile needs at least one local configuration (the fallback)")
+        if not configs:
+            raise ValueError("that leaves the profile without any configuration")
         return Profile(self.model, self.fingerprint, self.device, self.images, configs)
+
+    def without_kind(self, kind: str) -> Profile:
+        """Ablations by kind: ``exit`` (every early exit) or ``local`` (every local configuration)."""
+        if kind == "exit":
+            names = [c.name for c in self.configs if c.config.early_exit is not None]
+        elif kind == "local":
+            names = [c.name for c in self.local_configs()]
+        else:
+            raise ValueError(f"unknown ablation {kind!r}: exit or local")
+        return self.without(names) if names else self
 
     def scaled(self, edge_slowdown: float) -> Profile:
         """The same profile for a device ``edge_slowdown`` times slower (for experiments)."""
@@ -131,10 +146,18 @@ class Profile:
         path.write_text(json.dumps(data, indent=1))
 
     @classmethod
+    def from_csv(cls, text: str, name: str = "csv") -> Profile:
+        """Published or hand-written measurements: one row per configuration (see ``CSV_REQUIRED``)."""
+        return _csv_profile(text, name)
+
+    @classmethod
     def load(cls, path: str | Path) -> Profile:
+        """A profile JSON written by ``splitrt profile``, or a CSV of measurements (``from_csv``)."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"profile {path} does not exist; create it with `splitrt profile --out {path}`")
+        if path.suffix.lower() == ".csv":
+            return cls.from_csv(path.read_text(), path.stem)
         try:
             data = json.loads(path.read_text())
             if data.get("version") != PROFILE_VERSION:
@@ -143,6 +166,64 @@ class Profile:
             return cls(data["model"], data["fingerprint"], data["device"], data["images"], configs)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path} is not a splitrt profile: {exc}") from exc
+
+
+#: Columns of a CSV profile: the required ones, then those with defaults.
+CSV_REQUIRED = ("configuration", "head_ms", "tail_ms", "bytes", "map")
+CSV_OPTIONAL = ("head_p95_ms", "bytes_p95", "after_shared_ms", "shares_input_with")
+
+
+def _csv_profile(text: str, name: str) -> Profile:
+    rows = list(csv.DictReader(line for line in text.splitlines() if line.strip() and not line.startswith("#")))
+    if not rows:
+        raise ValueError(f"{name}: no rows (expected a header {','.join(CSV_REQUIRED)} and one row per configuration)")
+    missing = [c for c in CSV_REQUIRED if c not in rows[0]]
+    if missing:
+        raise ValueError(f"{name}: missing column(s) {', '.join(missing)}; required: {', '.join(CSV_REQUIRED)}")
+    configs = []
+    for number, row in enumerate(rows, 2):
+        try:
+            config = parse_configuration(row["configuration"].strip())
+            head, nbytes = float(row["head_ms"]), float(row["bytes"])
+            after = (row.get("after_shared_ms") or "").strip()
+            entry = ConfigProfile(
+                config=config,
+                head_ms=head,
+                head_p95_ms=float(row.get("head_p95_ms") or head),
+                bytes_mean=nbytes if config.remote else 0.0,
+                bytes_p95=float(row.get("bytes_p95") or nbytes) if config.remote else 0.0,
+                tail_ms=float(row["tail_ms"]) if config.remote else 0.0,
+                map=float(row["map"]),
+                shares_input_with=[s for s in (row.get("shares_input_with") or "").split(";") if s],
+                after_shared_ms=float(after) if after else None,
+            )
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{name}:{number}: {exc}") from None
+        if min(entry.head_ms, entry.tail_ms, entry.bytes_mean) < 0:
+            raise ValueError(f"{name}:{number}: times and bytes cannot be negative")
+        configs.append(entry)
+    names = [c.name for c in configs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{name}: a configuration appears twice")
+    return Profile(name, "csv", {"source": "csv", "name": name}, 0, configs)
+
+
+def parse_configuration(name: str) -> Configuration:
+    """The inverse of ``Configuration.name``: local, local@SIZE, exit@CUT, offload/CODEC, SPLIT/CODEC[@WIDTH]."""
+    if name == LOCAL:
+        return Configuration(LOCAL, LOCAL)
+    if name.startswith("local@"):
+        return Configuration(LOCAL, LOCAL, input_size=int(name.split("@", 1)[1]))
+    if name.startswith("exit@"):
+        return Configuration(LOCAL, LOCAL, early_exit=name.split("@", 1)[1])
+    if "/" not in name:
+        raise ValueError(f"configuration {name!r}: expected local, local@SIZE, exit@CUT or SPLIT/CODEC[@WIDTH]")
+    split, codec = name.rsplit("/", 1)
+    width = None
+    if "@" in codec:
+        codec, text = codec.rsplit("@", 1)
+        width = float(text)
+    return Configuration(INPUT_SPLIT if split == "offload" else split, codec, width)
 
 
 def default_configurations(model: SplitModel) -> list[Configuration]:

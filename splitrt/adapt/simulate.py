@@ -1,38 +1,48 @@
 """Deterministic virtual-time replay of a trace, a profile and a policy, frame by frame.
 
 The frame loop is the same one the live adaptive edge runs: frames are
-captured at a fixed rate and handled one at a time; a remote frame runs
-its head, leaves over a FIFO link shaped by the trace, is processed by the
-server and answered after the base RTT.  A hedged frame (the controller
-named a local model to run meanwhile) starts that model as soon as it is
-sent and delivers the server's answer if it comes by the deadline, the
-local result otherwise (mode ``fallback``); the device is free again when
-the answer arrives or the local model ends.  An unhedged adaptive frame
-that stops waiting runs the fastest local model (mode ``fallback``, see
-``fallback_instant``).  While it runs locally the adaptive edge pings the
-server now and then to learn when the link is back; a static edge gives up
-at the deadline (mode ``timeout``).  Bytes of an abandoned frame still
-drain through the link, as they do through the live proxy, and its late
-answer still teaches the estimators when it comes.
+captured at a fixed rate and handled one at a time; a remote frame runs its
+head, leaves over a FIFO link shaped by the trace, is processed by the
+server and answered after the base RTT.  What happens to one frame, given
+when the device and the link are free and what the policy chose (a
+``Plan``), is one pure function, ``play``: every policy, the oracle's
+dynamic programme and the replay of its plan go through it, so they cannot
+disagree about the rules.
 
-No real time passes: a 17-minute trace runs in seconds.
+- A hedged frame starts its local model as soon as it is sent and delivers
+  the server's answer if it comes by the deadline, the local result
+  otherwise (mode ``fallback``).
+- An unhedged frame with a ``fallback`` waits until the latest instant the
+  fallback can still start and finish in time, then runs it.  When no local
+  model can finish in time the edge stops waiting at the deadline and
+  reports the frame missed (mode ``timeout``): running a model that is late
+  anyway would only make every later frame later.
+- A skipped frame (the policy saw that nothing can meet its deadline) costs
+  nothing and is reported as ``skipped``; it counts as a miss.
+
+While it runs locally (or skips) the adaptive edge pings the server now and
+then to learn when the link is back.  Bytes of an abandoned frame still
+drain through the link, as they do through the live proxy, and its late
+answer still teaches the estimators when it comes.  No real time passes: a
+17-minute trace runs in seconds.
 """
 
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..channel.traces import Link, Trace
+from ..channel.traces import Trace
 from .controller import AdaptiveController, Decision, StaticController
 from .estimators import LinkEstimator
+from .metrics import summarize
 from .profile import ConfigProfile, Profile
 
 ADAPTIVE = ("adaptive", "adaptive-unhedged")
+HEDGED_SUFFIX = "+hedge"
 LATENCY_CAP_FACTOR = 10.0  # a frame never answered counts this many deadlines late
 PROBE_BYTES = 200  # a probe with its gRPC framing
 PROBE_TIMEOUT_S = 1.0
@@ -40,16 +50,51 @@ HAND_OVER_S = 0.003  # a hedged frame stops waiting this long before its deadlin
 LATE_ANSWER_S = 1.0  # how long the edge keeps listening for the answer of a frame it gave up on
 
 
-def fallback_instant(captured: float, start: float, deadline: float, local_s: float, predicted_ms: float) -> float:
-    """When an adaptive edge stops waiting for the server and runs the frame locally.
+def give_up_instant(captured: float, sent: float, deadline: float, fallback_s: float | None) -> float:
+    """When an unhedged edge stops waiting for the server.
 
-    If the answer is expected early enough to leave time for the local model, wait only
-    until the local model must start to still meet the deadline; otherwise (the device is
-    too slow for that) wait until the deadline itself and deliver the local result late.
+    With a fallback that still fits: the latest instant it can start and finish by the
+    deadline (not before the frame is sent).  Without one: the deadline itself.
     """
-    in_time = captured + deadline - local_s
-    expected = start + predicted_ms / 1e3 if math.isfinite(predicted_ms) else math.inf
-    return in_time if expected <= in_time else captured + deadline
+    if fallback_s is None or captured + deadline - fallback_s < sent:
+        return max(sent, captured + deadline)
+    return captured + deadline - fallback_s
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the edge does with one frame: a configuration (None: skip), a hedge, or a fallback."""
+
+    config: str | None
+    hedge: str | None = None
+    fallback: str | None = None
+
+    @classmethod
+    def of(cls, decision: Decision) -> Plan:
+        if decision.config is None:
+            return cls(None)
+        hedge = decision.fallback.name if decision.fallback is not None else None
+        fallback = decision.late_fallback.name if decision.late_fallback is not None else None
+        return cls(decision.config.name, hedge, fallback)
+
+
+@dataclass
+class Outcome:
+    """What ``play`` says happened to one frame."""
+
+    mode: str  # local | remote | fallback | timeout | skipped
+    delivered: ConfigProfile | None  # whose result reached the application (None: nothing)
+    done: float  # when the edge is free again
+    latency_ms: float
+    hit: bool
+    link_free: float
+    nbytes: int = 0
+    sent: float | None = None
+    answer: float | None = None  # when the server's answer arrives (remote configurations)
+
+    @property
+    def accuracy_in_time(self) -> float:
+        return self.delivered.map if self.hit and self.delivered is not None else 0.0
 
 
 @dataclass
@@ -57,39 +102,34 @@ class FrameRecord:
     index: int
     captured_s: float
     config: str
-    mode: str  # local | remote | fallback | timeout
+    mode: str  # local | remote | fallback | timeout | skipped
     latency_ms: float
     hit: bool
-    accuracy: float
+    accuracy: float  # mAP of the delivered result (0 for nothing)
+    accuracy_in_time: float  # mAP if the result came by the deadline, else 0
     bytes_sent: int
     predicted_ms: float = math.nan
+    p_in_time: float | None = None
+    arrived_in_time: bool | None = None  # remote frames: did the server's answer come by the deadline
     bandwidth_mbps: float | None = None
     capacity_mbps: float = 0.0
+    reason: str = ""
+    plan: tuple[str | None, str | None, str | None] = (None, None, None)
 
 
 @dataclass
 class RunResult:
     policy: str
     frames: list[FrameRecord] = field(default_factory=list)
+    #: (edge free, link free, accumulated mAP in time) after each frame: the oracle protects these.
+    states: list[tuple[float, float, float]] = field(default_factory=list)
 
     def summary(self, deadline_ms: float) -> dict[str, float | str | int]:
-        lat = np.array([f.latency_ms for f in self.frames])
-        duration_min = (self.frames[-1].captured_s - self.frames[0].captured_s) / 60 if len(self.frames) > 1 else 1.0
-        switches = sum(1 for a, b in zip(self.frames, self.frames[1:]) if a.config != b.config)
-        return {
-            "policy": self.policy,
-            "frames": len(self.frames),
-            "hit_rate": float(np.mean([f.hit for f in self.frames])),
-            "mean_latency_ms": float(lat.mean()),
-            "p95_latency_ms": float(np.percentile(lat, 95)),
-            "mean_accuracy": statistics.fmean(f.accuracy for f in self.frames),
-            "accuracy_in_time": statistics.fmean(f.accuracy if f.hit else 0.0 for f in self.frames),
-            "bytes_sent": int(sum(f.bytes_sent for f in self.frames)),
-            "switches": switches,
-            "switches_per_min": switches / max(duration_min, 1e-9),
-            "fallbacks": sum(1 for f in self.frames if f.mode == "fallback"),
-            "deadline_ms": deadline_ms,
-        }
+        return summarize(self.policy, self.frames, deadline_ms)
+
+    @property
+    def plans(self) -> list[Plan]:
+        return [Plan(*f.plan) for f in self.frames]
 
 
 @dataclass
@@ -115,135 +155,191 @@ class Scenario:
 class Simulator:
     def __init__(self, scenario: Scenario) -> None:
         self.s = scenario
-        self.fallback = scenario.profile.fastest_local()
+        self.deadline = scenario.deadline_ms / 1e3
+        self.delay = scenario.base_rtt_ms / 2e3
+        self.by_name = {c.name: c for c in scenario.profile.configs}
+        rng = np.random.default_rng(scenario.seed)  # the same byte draws for every policy
+        self.draws = [{c.name: self._bytes(c, rng) for c in scenario.profile.configs} for _ in range(self.frames)]
 
-    def _bytes(self, entry: ConfigProfile, rng: np.random.Generator) -> int:
+    @property
+    def frames(self) -> int:
+        return self.s.frame_count
+
+    @staticmethod
+    def _bytes(entry: ConfigProfile, rng: np.random.Generator) -> int:
         if not entry.config.remote:
             return 0
         if entry.bytes_samples:
             return int(entry.bytes_samples[rng.integers(len(entry.bytes_samples))])
         return int(entry.bytes_mean)
 
-    def _capacity(self, t: float) -> float:
+    # -- the rules ------------------------------------------------------------------------------------
+    def captured(self, index: int) -> float:
+        return index / self.s.fps
+
+    def transfer(self, sent: float, link_free: float, nbytes: int) -> float:
+        """When ``nbytes`` handed to the FIFO link at ``sent`` have crossed it (before the one-way delay)."""
         offset = self.s.trace_offset_s
-        return self.s.trace.capacity(offset + t - 0.5, offset + t + 0.5) * 8 / 1e6
+        return self.s.trace.finish_time(max(sent, link_free) + offset, nbytes) - offset
+
+    def play(self, index: int, edge_free: float, link_free: float, plan: Plan) -> Outcome:
+        """One frame under ``plan``, the device free from ``edge_free`` and the link from ``link_free``."""
+        captured = self.captured(index)
+        start = max(captured, edge_free)
+        due = captured + self.deadline
+        if plan.config is None:
+            return Outcome("skipped", None, start, math.nan, False, link_free)
+        entry = self.by_name[plan.config]
+        load = self.s.load(start)
+        sent = start + entry.head_ms * load / 1e3
+        if not entry.config.remote:
+            return self._outcome("local", entry, sent, captured, link_free)
+        nbytes = self.draws[index][entry.name]
+        crossed = self.transfer(sent, link_free, nbytes)
+        answer = crossed + self.delay + entry.tail_ms / 1e3 + self.delay
+        common = {"nbytes": nbytes, "sent": sent, "answer": answer}
+        if plan.hedge is not None:
+            hedge = self.by_name[plan.hedge]
+            local_done = sent + hedge.device_ms_after(entry) * load / 1e3
+            # the local result is kept until the deadline in case the (better) answer still comes
+            ready = max(due - HAND_OVER_S, local_done)
+            if answer <= ready:
+                return self._outcome("remote", entry, answer, captured, crossed, **common)
+            return self._outcome("fallback", hedge, ready, captured, crossed, **common)
+        fallback = self.by_name[plan.fallback] if plan.fallback is not None else None
+        fallback_s = fallback.head_ms * load / 1e3 if fallback is not None else None
+        give_up = give_up_instant(captured, sent, self.deadline, fallback_s)
+        if answer <= give_up:
+            return self._outcome("remote", entry, answer, captured, crossed, **common)
+        if fallback_s is not None and give_up + fallback_s <= due + 1e-9:
+            return self._outcome("fallback", fallback, give_up + fallback_s, captured, crossed, **common)
+        # Nothing can be delivered in time: stop waiting at the deadline, report the frame missed.
+        late_ms = (min(answer, captured + LATENCY_CAP_FACTOR * self.deadline) - captured) * 1e3
+        return Outcome("timeout", None, give_up, float(late_ms), False, crossed, **common)
+
+    def _outcome(
+        self, mode: str, entry: ConfigProfile, done: float, captured: float, link_free: float, **kw
+    ) -> Outcome:
+        latency = (done - captured) * 1e3
+        return Outcome(mode, entry, done, float(latency), bool(latency <= self.s.deadline_ms + 1e-9), link_free, **kw)
+
+    # -- policies -------------------------------------------------------------------------------------
+    def controller_for(self, policy: str) -> AdaptiveController | StaticController:
+        if policy in ADAPTIVE:
+            return AdaptiveController(self.s.profile, self.s.deadline_ms, hedge=policy == "adaptive")
+        if policy.startswith("static:"):
+            name = policy.split(":", 1)[1]
+            hedged = name.endswith(HEDGED_SUFFIX)
+            name = name.removesuffix(HEDGED_SUFFIX)
+            return StaticController(self.s.profile, name, self.s.deadline_ms, hedge=hedged)
+        raise ValueError(f"unknown policy {policy!r}: adaptive, adaptive-unhedged, oracle or static:<configuration>")
 
     def run(self, policy: str, controller: AdaptiveController | StaticController | None = None) -> RunResult:
-        """``policy`` is "adaptive", "adaptive-unhedged" (never hedges), "oracle" or "static:<configuration>"."""
-        s = self.s
-        rng = np.random.default_rng(s.seed)  # same byte draws for every policy
-        link = Link(s.trace, s.base_rtt_ms / 2e3, start_s=s.trace_offset_s)
-        estimator = LinkEstimator()
-        if controller is None:
-            if policy in ADAPTIVE:
-                controller = AdaptiveController(s.profile, s.deadline_ms, hedge=policy == "adaptive")
-            elif policy.startswith("static:"):
-                controller = StaticController(s.profile, policy.split(":", 1)[1])
+        """``policy``: "adaptive", "adaptive-unhedged", "static:<configuration>[+hedge]"; "oracle" see ``oracle``."""
+        if policy == "oracle" and controller is None:
+            from .oracle import oracle_run
+
+            return oracle_run(self)
+        controller = controller or self.controller_for(policy)
+        adaptive = isinstance(controller, AdaptiveController)
         result = RunResult(policy)
+        estimator = LinkEstimator()
         probes: list[tuple[float, float]] = []  # (sent, answered) of pings in flight
-        late_frames: list[tuple[float, float, int, float]] = []  # (sent, answered, bytes, server s) of late frames
-        edge_free = 0.0
-        deadline = s.deadline_ms / 1e3
-        for index in range(s.frame_count):
-            captured = index / s.fps
+        late_frames: list[tuple[float, float, int, float]] = []  # (sent, answered, bytes, server s)
+        edge_free = link_free = score = 0.0
+        for index in range(self.frames):
+            captured = self.captured(index)
             start = max(captured, edge_free)
-            load = s.load(start)
-            draws = {c.name: self._bytes(c, rng) for c in s.profile.configs}
-            if policy == "oracle":
-                decision = self._oracle(link, start, captured, load, draws)
-            else:
-                probes = [p for p in probes if not self._probe_settled(p, start, estimator)]
-                late_frames = [f for f in late_frames if not self._late_settled(f, start, estimator)]
-                decision = controller.decide(start, estimator.snapshot(), (start - captured) * 1e3)
-                if isinstance(controller, AdaptiveController) and not probes and controller.probe_due(start):
-                    # a small ping over the same link: has it come back?
-                    probes.append((start, link.send(start, PROBE_BYTES) + s.base_rtt_ms / 2e3))
-            entry = decision.config
-            head = entry.head_ms * load / 1e3
-            estimator.head_time(entry.head_ms * load, entry.head_ms)
-            if not entry.config.remote:
-                done = start + head
-                record = self._record(index, captured, entry, "local", done, 0, decision)
-            else:
-                nbytes = draws[entry.name]
-                sent = start + head
-                answer = link.send(sent, nbytes) + entry.tail_ms / 1e3 + s.base_rtt_ms / 2e3
-                if decision.fallback is not None:
-                    record, done = self._hedged(
-                        index, captured, sent, answer, nbytes, decision, load, estimator, late_frames
-                    )
-                    record.bandwidth_mbps = self._bandwidth(estimator)
-                    record.capacity_mbps = self._capacity(captured)
-                    result.frames.append(record)
-                    edge_free = done
-                    continue
-                if policy in ADAPTIVE:
-                    give_up = fallback_instant(
-                        captured, start, deadline, self.fallback.head_ms * load / 1e3, decision.predicted_ms
-                    )
-                    give_up = max(give_up, sent)
-                else:
-                    give_up = captured + deadline if policy.startswith("static:") else math.inf
-                if answer <= give_up:
-                    estimator.answered(nbytes, answer - sent, entry.tail_ms / 1e3)
-                    done = answer
-                    record = self._record(index, captured, entry, "remote", done, nbytes, decision)
-                elif policy in ADAPTIVE:
-                    estimator.timed_out(nbytes, give_up - sent, entry.tail_ms / 1e3)
-                    late_frames.append((sent, answer, nbytes, entry.tail_ms / 1e3))
-                    done = give_up + self.fallback.head_ms * load / 1e3
-                    record = self._record(index, captured, self.fallback, "fallback", done, nbytes, decision)
-                    record.config = entry.name
-                else:  # static: the frame is late; the edge moves on at the deadline
-                    late = min(answer, captured + LATENCY_CAP_FACTOR * deadline)
-                    record = self._record(index, captured, entry, "timeout", late, nbytes, decision)
-                    record.hit = False
-                    done = give_up
+            estimator.tick(start)
+            probes = [p for p in probes if not self._probe_settled(p, start, estimator)]
+            late_frames = [f for f in late_frames if not self._late_settled(f, start, estimator)]
+            decision = controller.decide(start, estimator.snapshot(), (start - captured) * 1e3)
+            if adaptive and not probes and controller.probe_due(start):
+                # a small ping over the same link: has it come back?
+                crossed = self.transfer(start, link_free, PROBE_BYTES)
+                link_free = crossed
+                probes.append((start, crossed + 2 * self.delay))
+            plan = Plan.of(decision)
+            outcome = self.play(index, edge_free, link_free, plan)
+            self._teach(estimator, outcome, decision, plan, start, late_frames)
+            edge_free, link_free = outcome.done, outcome.link_free
+            score += outcome.accuracy_in_time
+            record = self.record(index, outcome, plan, decision)
             record.bandwidth_mbps = self._bandwidth(estimator)
-            record.capacity_mbps = self._capacity(captured)
             result.frames.append(record)
-            edge_free = done
+            result.states.append((edge_free, link_free, score))
         return result
 
-    def _hedged(
+    def record(self, index: int, outcome: Outcome, plan: Plan, decision: Decision | None = None) -> FrameRecord:
+        delivered = outcome.delivered
+        arrived = None
+        if outcome.answer is not None:
+            arrived = bool(outcome.answer <= self.captured(index) + self.deadline + 1e-9)
+        return FrameRecord(
+            index=index,
+            captured_s=self.captured(index),
+            config=plan.config or "skip",
+            mode=outcome.mode,
+            latency_ms=outcome.latency_ms,
+            hit=outcome.hit,
+            accuracy=delivered.map if delivered is not None else 0.0,
+            accuracy_in_time=outcome.accuracy_in_time,
+            bytes_sent=outcome.nbytes,
+            predicted_ms=decision.predicted_ms if decision is not None else math.nan,
+            p_in_time=decision.p_in_time if decision is not None else None,
+            arrived_in_time=arrived,
+            capacity_mbps=self._capacity(self.captured(index)),
+            reason=decision.reason if decision is not None else "",
+            plan=(plan.config, plan.hedge, plan.fallback),
+        )
+
+    def _teach(
         self,
-        index: int,
-        captured: float,
-        sent: float,
-        answer: float,
-        nbytes: int,
-        decision: Decision,
-        load: float,
         estimator: LinkEstimator,
+        outcome: Outcome,
+        decision: Decision,
+        plan: Plan,
+        start: float,
         late: list[tuple[float, float, int, float]],
-    ) -> tuple[FrameRecord, float]:
-        """A frame sent with its local model running meanwhile: the server's answer if in time, else local."""
-        entry, fallback = decision.config, decision.fallback
-        assert fallback is not None
-        local_done = sent + fallback.device_ms_after(entry) * load / 1e3
-        # the local result is kept until the deadline in case the (better) answer still comes
-        ready = max(captured + self.s.deadline_ms / 1e3 - HAND_OVER_S, local_done)
-        if answer <= ready:
-            estimator.answered(nbytes, answer - sent, entry.tail_ms / 1e3)
-            return self._record(index, captured, entry, "remote", answer, nbytes, decision), answer
-        estimator.timed_out(nbytes, ready - sent, entry.tail_ms / 1e3)
-        late.append((sent, answer, nbytes, entry.tail_ms / 1e3))
-        record = self._record(index, captured, fallback, "fallback", ready, nbytes, decision)
-        record.config = entry.name
-        return record, ready
+    ) -> None:
+        """What the edge measures from its own frame: the head time, and the answer or its absence."""
+        entry = decision.config
+        if entry is None:
+            return
+        estimator.head_time(entry.head_ms * self.s.load(start), entry.head_ms)
+        if outcome.sent is None or outcome.answer is None:
+            return
+        server_s = entry.tail_ms / 1e3
+        if outcome.mode == "remote":
+            estimator.answered(outcome.nbytes, outcome.answer - outcome.sent, server_s)
+            return
+        stopped = outcome.done
+        if outcome.mode == "fallback" and plan.hedge is None:  # it waited, then ran the fallback
+            stopped -= outcome.delivered.head_ms * self.s.load(start) / 1e3
+        # A hedged frame's call stays open (its late answer measures the link); an unhedged one is cancelled.
+        hedged = plan.hedge is not None
+        estimator.timed_out(outcome.nbytes, max(1e-3, stopped - outcome.sent), server_s, pending=hedged)
+        if hedged:
+            late.append((outcome.sent, outcome.answer, outcome.nbytes, server_s))
 
     @staticmethod
     def _bandwidth(estimator: LinkEstimator) -> float | None:
         predicted = estimator.bandwidth.predict()
         return None if predicted is None else predicted / 1e6
 
+    def _capacity(self, t: float) -> float:
+        offset = self.s.trace_offset_s
+        return self.s.trace.capacity(offset + t - 0.5, offset + t + 0.5) * 8 / 1e6
+
     @staticmethod
     def _late_settled(frame: tuple[float, float, int, float], now: float, estimator: LinkEstimator) -> bool:
         """A frame given up on: once its answer is in, it is a (slow) transfer sample like any other."""
         sent, answered, nbytes, server_s = frame
-        if answered <= now:
-            if answered - sent <= LATE_ANSWER_S:
-                estimator.answered(nbytes, answered - sent, server_s)
+        if answered <= now and answered - sent <= LATE_ANSWER_S:
+            estimator.answered(nbytes, answered - sent, server_s)
+            return True
+        if now - sent > LATE_ANSWER_S:  # the edge stopped listening: lost
+            estimator.lost(nbytes, LATE_ANSWER_S, server_s)
             return True
         return False
 
@@ -255,38 +351,24 @@ class Simulator:
             return True
         return now - sent > PROBE_TIMEOUT_S  # lost in the outage: the next one is due later
 
-    def _record(
-        self, index: int, captured: float, entry: ConfigProfile, mode: str, done: float, nbytes: int, decision: Decision
-    ) -> FrameRecord:
-        latency = (done - captured) * 1e3
-        return FrameRecord(
-            index=index,
-            captured_s=captured,
-            config=entry.name,
-            mode=mode,
-            latency_ms=latency,
-            hit=bool(latency <= self.s.deadline_ms + 1e-9),
-            accuracy=entry.map,
-            bytes_sent=nbytes,
-            predicted_ms=decision.predicted_ms,
-        )
-
-    def _oracle(self, link: Link, start: float, captured: float, load: float, draws: dict[str, int]) -> Decision:
-        """The best configuration in hindsight: knows the bandwidth to come and the real load."""
-        best, best_key = None, None
-        for entry in self.s.profile.configs:
-            sent = start + entry.head_ms * load / 1e3
-            if entry.config.remote:
-                done = link.peek(sent, draws[entry.name]) + entry.tail_ms / 1e3 + self.s.base_rtt_ms / 2e3
-            else:
-                done = sent
-            latency = (done - captured) * 1e3
-            fits = latency <= self.s.deadline_ms
-            key = (fits, entry.map if fits else -latency, -latency)
-            if best_key is None or key > best_key:
-                best, best_key = entry, key
-        return Decision(best, -best_key[2], "oracle")
+    def replay(self, policy: str, plans: list[Plan]) -> RunResult:
+        """A fixed per-frame plan played through the same rules (the oracle's, found by search)."""
+        result = RunResult(policy)
+        edge_free = link_free = score = 0.0
+        for index, plan in enumerate(plans):
+            outcome = self.play(index, edge_free, link_free, plan)
+            edge_free, link_free = outcome.done, outcome.link_free
+            score += outcome.accuracy_in_time
+            record = self.record(index, outcome, plan)
+            record.reason = policy
+            result.frames.append(record)
+            result.states.append((edge_free, link_free, score))
+        return result
 
 
-def policies(profile: Profile) -> list[str]:
-    return [*ADAPTIVE, "oracle"] + [f"static:{name}" for name in profile.names]
+def policies(profile: Profile, hedged: bool = True) -> list[str]:
+    """Adaptive (hedged and not), every static configuration (and hedged where a local model exists), oracle."""
+    statics = [f"static:{name}" for name in profile.names]
+    if hedged and profile.local_configs():
+        statics += [f"static:{c.name}{HEDGED_SUFFIX}" for c in profile.configs if c.config.remote]
+    return [*ADAPTIVE, *statics, "oracle"]

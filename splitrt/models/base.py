@@ -146,9 +146,7 @@ class SplitModel(ABC, nn.Module):
         }
         # Levels too coarse to measure a stride on are no larger than the finest measured one.
         finest = max(sizes.values(), default=(batch_h, batch_w))
-        return PayloadLimits(
-            {spec.name: (1, spec.channels, *sizes.get(spec.name, finest)) for spec in specs}
-        )
+        return PayloadLimits({spec.name: (1, spec.channels, *sizes.get(spec.name, finest)) for spec in specs})
 
     def check_features(self, features: OrderedDict[str, Tensor], split: str) -> None:
         """Reject features that would make the tail fail or, worse, lie."""

@@ -137,9 +137,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 # The id travels back with the error so the edge can report that very frame.
                 item = pb.ModelStreamInferResponse(
                     error_message=f"{code.name}: {message}",
-                    infer_response=pb.ModelInferResponse(
-                        model_name=request.model_name[:200], id=request.id[:200]
-                    ),
+                    infer_response=pb.ModelInferResponse(model_name=request.model_name[:200], id=request.id[:200]),
                 )
             # The slot is freed once the answer is sent: a client that stops reading holds at most
             # stream_concurrency answers here, and HTTP/2 flow control stops its further frames.
