@@ -45,7 +45,6 @@ UNKNOWN_P = 0.5  # a hedged frame on a link not yet measured: a coin flip, and w
 MIN_GAIN = 0.25  # mAP a hedged remote frame must be expected to add over its local model to be worth sending
 STICKY_REMOTE_S = 10.0  # a stay on the link this long resets the exploration back-off
 PRIOR_BPS = 1e6  # the link before anything crossed it: a modest cellular uplink
-HOLD_GAP = 2.0  # mAP by which a risky current choice may trail the best before it is left at once
 
 
 @dataclass
@@ -166,9 +165,9 @@ class AdaptiveController:
 
     def _bandwidth(self, est: Estimates) -> float | None:
         """The estimate, or the prior before anything crossed the link (0/None: nothing goes out)."""
-        if est.link_down:
+        if est.link_down or est.bandwidth_bps == 0:
             return None
-        if not est.transfers:  # nothing crossed the link lately (cold start, or a stay on the device)
+        if not est.transfers or est.bandwidth_bps is None:  # nothing crossed the link lately
             return self.prior_bps
         return est.bandwidth_bps
 
@@ -222,8 +221,15 @@ class AdaptiveController:
         return est.p_within(entry.bytes_mean, budget_ms / 1e3)
 
     def _p(self, entry: ConfigProfile, est: Estimates) -> float:
+        """``p_in_time``, or before anything is known a guess: a coin flip if the prior link fits, half that
+        if only the head, RTT and server time do (then it is the frame's only chance), else no chance."""
         p = self.p_in_time(entry, est)
-        return (UNKNOWN_P if self._fits(entry, est) else 0.0) if p is None else p
+        if p is not None:
+            return p
+        if self._fits(entry, est):
+            return UNKNOWN_P
+        stable, transfer = self._parts_ms(entry, est)
+        return UNKNOWN_P / 2 if math.isfinite(transfer) and stable * (1.0 + STABLE_MARGIN) < self.budget_ms else 0.0
 
     def _score(self, entry: ConfigProfile, est: Estimates) -> float | None:
         """Expected mAP in time of a frame run with ``entry`` (None: not worth running)."""
@@ -300,7 +306,7 @@ class AdaptiveController:
         return self._decision(current, current_pred, f"hold (better: {best.name})", est)
 
     def _must_leave(self, current: ConfigProfile, best: ConfigProfile, est: Estimates) -> bool:
-        """The current choice can no longer be expected to deliver in time, or it is risky and clearly worse."""
+        """Leave at once: the current choice is no longer worth running, or the device alone now does better."""
         if self.objective != "accuracy":
             return not self._fits(current, est) or (
                 self.predict_ms(best, est) < self.predict_ms(current, est) and current.map < (self.accuracy_floor or 0)
@@ -308,8 +314,9 @@ class AdaptiveController:
         score = self._score(current, est)
         if score is None:
             return True
-        risky = current.config.remote and self.hedge_for(current, est) is None
-        return risky and score < (self._score(best, est) or 0.0) - HOLD_GAP
+        # Back to the device when that is safer and better: no reason to wait.  Any other move
+        # (up to the link, or between remote choices) waits until the better one has lasted.
+        return current.config.remote and not best.config.remote and (self._score(best, est) or 0.0) > score
 
     def _decision(self, entry: ConfigProfile, predicted: float, reason: str, est: Estimates) -> Decision:
         hedge = self.hedge_for(entry, est) if entry.config.remote else None
@@ -332,7 +339,9 @@ class AdaptiveController:
         if now_s - self._local_since < self._explore_wait:
             return None
         fast_link = replace(est, bandwidth_bps=1e12, transfers=())
-        candidates = [c for c in self.profile.configs if c.config.remote and self._fits(c, fast_link)]
+        # Only a configuration that would beat the current one on a good link is worth the try.
+        floor = 0.0 if self.skipping else (self._score(current, est) or 0.0) + MIN_GAIN
+        candidates = [c for c in self.profile.configs if c.config.remote and c.map > floor and self._fits(c, fast_link)]
         if not candidates:
             return None
         self._explore_wait = min(self._explore_wait * 2, MAX_EXPLORE_WAIT_S)

@@ -77,11 +77,7 @@ class BandwidthEstimator:
         # would keep only the slow ones and bias the estimate low.
         return self._add(nbytes, max(transfer, self.min_transfer_s))
 
-    def timed_out(self, nbytes: float, waited_s: float) -> float:
-        """A frame not answered after ``waited_s``: the link delivered less than ``nbytes`` in that time."""
-        return self._add(max(nbytes, 1.0), max(waited_s, 1e-3), bound=True)
-
-    def _add(self, nbytes: float, seconds: float, bound: bool = False) -> float:
+    def _add(self, nbytes: float, seconds: float) -> float:
         sample = nbytes * 8 / seconds
         prediction = self.predict()
         if prediction is not None and prediction > 0:
@@ -90,9 +86,6 @@ class BandwidthEstimator:
         weight = max(1.0, nbytes / 1500.0)
         self.fast.update(sample, weight)
         self.slow.update(sample, weight)
-        if bound:  # an outage: forget what the EWMAs remembered about better times
-            self.fast.value = min(self.fast.value, sample)
-            self.slow.value = min(self.slow.value, sample)
         return sample
 
     def restart(self, initial_bps: float | None) -> None:

@@ -157,7 +157,7 @@ class Profile:
         if not path.is_file():
             raise FileNotFoundError(f"profile {path} does not exist; create it with `splitrt profile --out {path}`")
         if path.suffix.lower() == ".csv":
-            return cls.from_csv(path.read_text(), path.stem)
+            return cls.from_csv(path.read_text(), path.name)
         try:
             data = json.loads(path.read_text())
             if data.get("version") != PROFILE_VERSION:
@@ -205,7 +205,7 @@ def _csv_profile(text: str, name: str) -> Profile:
     names = [c.name for c in configs]
     if len(set(names)) != len(names):
         raise ValueError(f"{name}: a configuration appears twice")
-    return Profile(name, "csv", {"source": "csv", "name": name}, 0, configs)
+    return Profile(Path(name).stem, "csv", {"source": "csv", "file": name}, 0, configs)
 
 
 def parse_configuration(name: str) -> Configuration:

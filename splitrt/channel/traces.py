@@ -93,6 +93,12 @@ class Trace:
     def constant(cls, mbps: float, seconds: float = 60.0) -> Trace:
         return cls(f"constant-{mbps:g}mbps", np.full(int(seconds * 1000), mbps * 1e6 / 8 / 1000))
 
+    def scaled_to(self, mbps: float) -> Trace:
+        """The same shape (gaps, bursts) at a mean of ``mbps``: a real trace in another link's regime."""
+        if mbps <= 0 or self.period_bytes <= 0:
+            raise TraceError(f"cannot scale {self.name!r} to a mean of {mbps:g} Mbit/s")
+        return Trace(f"{self.name}@{mbps:g}", self.ms_bytes * (mbps / self.mean_mbps))
+
     def with_outages(self, outages: list[tuple[float, float]]) -> Trace:
         """This trace with zero capacity during each ``(start_s, duration_s)``."""
         ms = self.ms_bytes.copy()
@@ -167,8 +173,16 @@ class Trace:
 def open_trace(spec: str, gilbert_elliott: str | None = None, seed: int = 0) -> Trace:
     """A trace file, or ``constant:MBPS[:SECONDS]``; optionally overlaid with Gilbert–Elliott outages.
 
-    ``gilbert_elliott`` is ``P_GOOD_TO_BAD:P_BAD_TO_GOOD[:BAD_FACTOR]`` per 100 ms step.
+    ``FILE@MBPS`` rescales a trace file to that mean (its shape kept).  ``gilbert_elliott`` is
+    ``P_GOOD_TO_BAD:P_BAD_TO_GOOD[:BAD_FACTOR]`` per 100 ms step.
     """
+    scale = None
+    if not spec.startswith("constant:") and "@" in spec and not Path(spec).is_file():
+        spec, _, text = spec.rpartition("@")
+        try:
+            scale = float(text)
+        except ValueError:
+            raise TraceError(f"{spec}@{text}: expected FILE@MBPS, a mean rate in Mbit/s") from None
     if spec.startswith("constant:"):
         parts = spec.split(":")[1:]
         try:
@@ -178,6 +192,8 @@ def open_trace(spec: str, gilbert_elliott: str | None = None, seed: int = 0) -> 
         trace = Trace.constant(mbps, seconds)
     else:
         trace = Trace.load(spec)
+        if scale is not None:
+            trace = trace.scaled_to(scale)
     if gilbert_elliott:
         try:
             values = [float(v) for v in gilbert_elliott.split(":")]

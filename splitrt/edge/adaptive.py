@@ -5,9 +5,12 @@ frames are handled one at a time.  A hedged frame (the controller named a
 local model that fits after the head) runs that model while it waits and
 keeps the server's answer only if it comes by the deadline
 (``splitrt.edge.hedge``).  An unhedged remote frame waits for its answer
-only until the fastest local configuration must start to still meet the
-deadline, then runs locally (mode ``fallback``) while gRPC reconnects in
-the background.  Every frame yields exactly one result, and its JSON line
+only until its fallback (the controller's ``late_fallback``) must start to
+still meet the deadline, then runs it (mode ``fallback``); without one that
+fits it waits until the deadline and reports the frame missed (mode
+``timeout``) instead of running a model that would be late anyway.  A frame
+the controller skips (nothing can make its deadline) is reported with mode
+``skipped``.  Every frame yields exactly one result, and its JSON line
 carries the decision and the estimates behind it.
 """
 
@@ -21,11 +24,12 @@ from typing import Any
 from ..adapt.controller import AdaptiveController, StaticController
 from ..adapt.estimators import LinkEstimator
 from ..adapt.profile import LOCAL, ConfigProfile, Profile
-from ..adapt.simulate import HAND_OVER_S, PROBE_TIMEOUT_S, fallback_instant
+from ..adapt.simulate import HAND_OVER_S, LATE_ANSWER_S, PROBE_TIMEOUT_S, give_up_instant
 from .client import FrameFailed, SplitClient
 from .frames import FrameResult
 
 PROBE_PADDING = 64  # with gRPC and HTTP/2 framing about the simulator's PROBE_BYTES
+LATE_LISTEN_S = LATE_ANSWER_S  # how long a hedged frame's call is kept open past its deadline
 
 
 class AdaptiveEdge:
@@ -43,9 +47,8 @@ class AdaptiveEdge:
         self.controller = controller
         self.deadline_s = deadline_ms / 1e3
         self.estimator = LinkEstimator(cpu_sampling=True)
-        self.fallback = profile.fastest_local()
         self.adaptive = isinstance(controller, AdaptiveController)
-        client.on_failure = "local" if self.adaptive else client.on_failure
+        self._on_failure = "local" if self.adaptive else client.on_failure
         client.max_resends = 0  # a late frame is not worth resending; the next frame is already due
         self.t0 = time.perf_counter()
         self._probe: threading.Thread | None = None
@@ -83,40 +86,61 @@ class AdaptiveEdge:
 
     def process(self, image: Any, captured: float) -> FrameResult:
         now = time.perf_counter()
+        self.estimator.tick(now - self.t0)
         self._settle_probe()
         for nbytes, rtt, server in self.client.late_answers.settled():
-            self.estimator.answered(nbytes, rtt, server)
+            if rtt is None:  # the edge stopped listening: the frame never crossed in time
+                self.estimator.lost(nbytes, LATE_LISTEN_S, server)
+            else:
+                self.estimator.answered(nbytes, rtt, server)
         estimates = self.estimator.snapshot()
         decision = self.controller.decide(now - self.t0, estimates, (now - captured) * 1e3)
         if self.adaptive and self._probe is None and self.controller.probe_due(now - self.t0):
             self._start_probe()
+        if decision.config is None:
+            return self._skipped(decision, estimates, captured)
         entry = decision.config
         self._configure(entry)
         load = self.estimator.device.value
         hedge = decision.fallback is not None and entry.config.remote
+        late = decision.late_fallback
         if hedge:
             answer_by = captured + self.deadline_s - HAND_OVER_S
             self.client.use_local(decision.fallback.config.input_size, decision.fallback.config.early_exit is not None)
-        elif self.adaptive:
-            fallback_s = self.fallback.head_ms * load / 1e3
-            answer_by = fallback_instant(captured, now, self.deadline_s, fallback_s, decision.predicted_ms)
-            self.client.use_local(self.fallback.config.input_size, self.fallback.config.early_exit is not None)
-        else:
+            self.client.on_failure = "local"
+        elif late is not None:
+            head_s = entry.head_ms * load / 1e3
+            answer_by = give_up_instant(captured, now + head_s, self.deadline_s, late.head_ms * load / 1e3)
+            self.client.use_local(late.config.input_size, late.config.early_exit is not None)
+            self.client.on_failure = self._on_failure
+        else:  # nothing local fits: wait until the deadline, then report the frame missed
             answer_by = captured + self.deadline_s
+            self.client.on_failure = "drop"
         began = time.perf_counter()
         try:
             result = self.client.detect(image, answer_by=answer_by if entry.config.remote else None, hedge=hedge)
-        except FrameFailed as exc:  # static edge without fallback: reported, not lost
-            result = FrameResult(self.client._next_id - 1, "error", entry.config.split, entry.config.codec, 0)
-            result.error = str(exc)
-        self._learn(entry, result, began, answer_by)
-        done = time.perf_counter()
-        latency_ms = (done - captured) * 1e3
+        except FrameFailed as exc:  # no fallback fits: reported as missed, not lost
+            result = FrameResult(self.client._next_id - 1, "timeout", entry.config.split, entry.config.codec, 0)
+            result.note = f"missed the deadline, no local model fits: {exc}"
+        self._learn(entry, result, began, answer_by, hedge)
+        return self._annotate(result, decision, estimates, captured)
+
+    def _skipped(self, decision, estimates, captured: float) -> FrameResult:
+        """A frame nothing could deliver in time: reported as such, and the device stays free."""
+        frame_id = self.client._next_id
+        self.client._next_id += 1
+        result = FrameResult(frame_id, "skipped", "-", "-", 0)
+        result.note = decision.reason
+        return self._annotate(result, decision, estimates, captured)
+
+    def _annotate(self, result: FrameResult, decision, estimates, captured: float) -> FrameResult:
+        latency_ms = (time.perf_counter() - captured) * 1e3
+        met = result.mode not in ("skipped", "timeout", "error") and latency_ms <= self.deadline_s * 1e3
         result.extra |= {
             "decision": {**decision.as_dict(), "mode": result.mode},
             "estimates": estimates.as_dict(),
             "latency_ms": round(latency_ms, 2),
-            "deadline_met": latency_ms <= self.deadline_s * 1e3,
+            "deadline_met": met,
         }
         return result
 
@@ -143,7 +167,7 @@ class AdaptiveEdge:
         else:
             self.client.configure(c.split, c.codec, c.width)
 
-    def _learn(self, entry: ConfigProfile, result: FrameResult, began: float, answer_by: float) -> None:
+    def _learn(self, entry: ConfigProfile, result: FrameResult, began: float, answer_by: float, hedged: bool) -> None:
         t = result.timings_ms
         if "head" in t:
             self.estimator.head_time(t["head"] + t.get("encode", 0.0), entry.head_ms)
@@ -151,10 +175,11 @@ class AdaptiveEdge:
             server = t.get("server", 0.0) / 1e3
             rtt = t["network"] / 1e3 + server
             self.estimator.answered(result.wire_bytes, rtt, server, t.get("server_queue", 0.0) / 1e3)
-        elif result.mode == "fallback":
+        elif result.mode in ("fallback", "timeout") and entry.config.remote:
             sent_at = began + (t.get("head", 0.0) + t.get("encode", 0.0)) / 1e3
-            waited = max(answer_by, began + t.get("total", 0.0) / 1e3) - sent_at
-            self.estimator.timed_out(result.wire_bytes, max(1e-3, waited), entry.tail_ms / 1e3)
+            waited = max(1e-3, answer_by - sent_at)
+            # A hedged call stays open: its late answer (or its absence) judges the link later.
+            self.estimator.timed_out(result.wire_bytes, waited, entry.tail_ms / 1e3, pending=hedged)
 
 
 def load_profile_for(client: SplitClient, path: str, remeasure_s: float = 0.0) -> Profile:

@@ -33,7 +33,8 @@ class FrameResult:
     """What happened to one frame: a server result, a local result, or an error."""
 
     frame_id: int
-    #: "split", "offload", "local", "fallback" (local after a server failure), "prefiltered" (not sent) or "error"
+    #: "split", "offload", "local", "fallback" (local after a server failure), "prefiltered" (not sent),
+    #: "skipped" / "timeout" (adaptive edge: nothing could make the deadline / the answer missed it) or "error"
     mode: str
     split: str
     codec: str

@@ -46,13 +46,17 @@ class LateAnswers:
     def add(self, late: LateCall) -> None:
         self._calls.append(late)
 
-    def settled(self) -> list[tuple[int, float, float]]:
+    def settled(self) -> list[tuple[int, float | None, float]]:
+        """(bytes, rtt_s, server_s) of calls finished since; rtt_s None: never answered (the call timed out)."""
         answered, pending = [], []
         for late in self._calls:
             if not late.call.done():
                 pending.append(late)
                 continue
-            if late.received and late.call.exception() is None:
+            if late.call.exception() is not None:
+                answered.append((late.nbytes, None, 0.0))
+                continue
+            if late.received:
                 try:
                     _, params = parse_response(late.call.result())
                 except WireError:
