@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from .estimators import Estimates
+from .estimators import Estimates, p_within
 from .profile import ConfigProfile, Profile
 
 OBJECTIVES = ("accuracy", "latency")
@@ -45,6 +45,7 @@ UNKNOWN_P = 0.5  # a hedged frame on a link not yet measured: a coin flip, and w
 MIN_GAIN = 0.25  # mAP a hedged remote frame must be expected to add over its local model to be worth sending
 STICKY_REMOTE_S = 10.0  # a stay on the link this long resets the exploration back-off
 PRIOR_BPS = 1e6  # the link before anything crossed it: a modest cellular uplink
+PRIOR_RTT_S = 0.05  # a cellular base round trip, for long shots when every recent one waited in a queue
 
 
 @dataclass
@@ -58,6 +59,10 @@ class Decision:
     #: Unhedged: the local configuration to run if the answer has not come by the last moment it fits.
     late_fallback: ConfigProfile | None = None
     expected_map: float | None = None  # the expected mAP in time behind the choice
+    #: Hedged: how long after capture to wait for the answer at most (None: the deadline).  With
+    #: frames due faster than the deadline, waiting longer than the frame interval for a better
+    #: answer would start every later frame late.
+    patience_ms: float | None = None
 
     @property
     def name(self) -> str:
@@ -77,6 +82,8 @@ class Decision:
             out["p_in_time"] = round(self.p_in_time, 3)
         if self.expected_map is not None:
             out["expected_map"] = round(self.expected_map, 2)
+        if self.patience_ms is not None and self.fallback is not None:
+            out["patience_ms"] = round(self.patience_ms, 1)
         return out
 
 
@@ -158,6 +165,8 @@ class AdaptiveController:
         self._remote_since = 0.0
         self.prior_bps = prior_bps
         self.skipping = False  # the last frame was skipped: probe the link as when running locally
+        self._last_capture: float | None = None
+        self._interval_s: float | None = None
 
     # -- prediction ------------------------------------------------------------------------
     def predict_ms(self, entry: ConfigProfile, est: Estimates) -> float:
@@ -269,12 +278,51 @@ class AdaptiveController:
             if fitting:
                 best = max(fitting, key=lambda c: c.map)
                 return best, predictions[best.name], f"nothing with mAP >= {floor:g} fits: best that does"
+        shot = self._long_shot(est)
+        if shot is not None:
+            return shot, predictions[shot.name], "long shot: nothing else can deliver in time"
         return None, math.nan, "skip: no configuration is expected to make the deadline"
+
+    @staticmethod
+    def _hopeful(est: Estimates) -> Estimates:
+        """The estimates with the base RTT at most the prior: for long shots and explorations.
+
+        The base RTT is the least network time seen lately; after a start in an outage, or a
+        backlog of late answers, every recent one waited in the link's queue, and taking that
+        as the fixed cost of every frame ruled the link out for good (nothing tried, nothing
+        learnt)."""
+        return replace(est, link_down=False, rtt_s=min(est.rtt_s, PRIOR_RTT_S), jitter_s=0.0)
+
+    def _long_shot(self, est: Estimates) -> ConfigProfile | None:
+        """When nothing is expected to make it, the remote configuration most likely to still do.
+
+        Skipping delivers nothing for certain; an unhedged frame whose head and server time fit
+        delivers with whatever chance the recent transfers give it, even on a link that looks
+        down (its own samples, lost ones included, decide).  Without this a device with no
+        local model fast enough skipped every frame after three losses in a row.
+        """
+        best, best_value = None, MIN_GAIN
+        est = self._hopeful(est)
+        for entry in self.profile.configs:
+            if not entry.config.remote:
+                continue
+            stable, _ = self._parts_ms(entry, est)
+            budget_ms = self.budget_ms - stable * (1.0 + STABLE_MARGIN)
+            if budget_ms <= 0:
+                continue
+            if est.transfers:
+                p = p_within(est.transfers, entry.bytes_mean, budget_ms / 1e3, self._bandwidth(est) or 0.0)
+            else:
+                p = UNKNOWN_P / 2
+            if p * entry.map > best_value:
+                best, best_value = entry, p * entry.map
+        return best
 
     # -- the decision ----------------------------------------------------------------------
     def decide(self, now_s: float, est: Estimates, waited_ms: float = 0.0) -> Decision:
         """The configuration for the next frame; ``waited_ms`` is how late it starts (queued behind others)."""
         self._waited_ms = max(0.0, waited_ms)
+        self._learn_interval(now_s)
         explored = self._explore(now_s, est)
         if explored is not None:
             return explored
@@ -322,7 +370,18 @@ class AdaptiveController:
         hedge = self.hedge_for(entry, est) if entry.config.remote else None
         late = self.late_fallback_for(entry, est) if hedge is None else None
         p = self.p_in_time(entry, est) if entry.config.remote else None
-        return Decision(entry, predicted, reason, hedge, p, late, self._score(entry, est))
+        patience = None
+        if hedge is not None and self._interval_s is not None and self._interval_s * 1e3 < self.deadline_ms:
+            patience = self._interval_s * 1e3
+        return Decision(entry, predicted, reason, hedge, p, late, self._score(entry, est), patience)
+
+    def _learn_interval(self, now_s: float) -> None:
+        """The frame interval, from successive capture instants (decide's ``now_s`` less the wait)."""
+        captured = now_s - self._waited_ms / 1e3
+        if self._last_capture is not None and captured > self._last_capture:
+            gap = captured - self._last_capture
+            self._interval_s = gap if self._interval_s is None else self._interval_s + 0.2 * (gap - self._interval_s)
+        self._last_capture = captured
 
     def _explore(self, now_s: float, est: Estimates) -> Decision | None:
         """Local because the link looked slow (not dead): now and then try it again.
@@ -338,7 +397,7 @@ class AdaptiveController:
             return None
         if now_s - self._local_since < self._explore_wait:
             return None
-        fast_link = replace(est, bandwidth_bps=1e12, transfers=())
+        fast_link = replace(self._hopeful(est), bandwidth_bps=1e12, transfers=())
         # Only a configuration that would beat the current one on a good link is worth the try.
         floor = 0.0 if self.skipping else (self._score(current, est) or 0.0) + MIN_GAIN
         candidates = [c for c in self.profile.configs if c.config.remote and c.map > floor and self._fits(c, fast_link)]

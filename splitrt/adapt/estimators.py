@@ -52,7 +52,7 @@ class BandwidthEstimator:
         window: int = 5,
         min_transfer_s: float = 0.002,
         initial_bps: float | None = None,
-        base_window: int = 50,
+        base_window: int = 300,
     ) -> None:
         self.samples: deque[tuple[float, float]] = deque(maxlen=window)  # (bytes, seconds)
         self.errors: deque[float] = deque(maxlen=window)

@@ -68,6 +68,8 @@ class Plan:
     config: str | None
     hedge: str | None = None
     fallback: str | None = None
+    #: Hedged: wait for the answer at most this long after capture (None: until the deadline).
+    patience_s: float | None = None
 
     @classmethod
     def of(cls, decision: Decision) -> Plan:
@@ -75,7 +77,8 @@ class Plan:
             return cls(None)
         hedge = decision.fallback.name if decision.fallback is not None else None
         fallback = decision.late_fallback.name if decision.late_fallback is not None else None
-        return cls(decision.config.name, hedge, fallback)
+        patience = decision.patience_ms / 1e3 if decision.patience_ms is not None and hedge else None
+        return cls(decision.config.name, hedge, fallback, patience)
 
 
 @dataclass
@@ -114,7 +117,7 @@ class FrameRecord:
     bandwidth_mbps: float | None = None
     capacity_mbps: float = 0.0
     reason: str = ""
-    plan: tuple[str | None, str | None, str | None] = (None, None, None)
+    plan: tuple[str | None, str | None, str | None, float | None] = (None, None, None, None)
 
 
 @dataclass
@@ -201,8 +204,9 @@ class Simulator:
         if plan.hedge is not None:
             hedge = self.by_name[plan.hedge]
             local_done = sent + hedge.device_ms_after(entry) * load / 1e3
-            # the local result is kept until the deadline in case the (better) answer still comes
-            ready = max(due - HAND_OVER_S, local_done)
+            # the local result is kept until the deadline (or the patience) in case the better answer comes
+            wait_until = due if plan.patience_s is None else captured + min(self.deadline, plan.patience_s)
+            ready = max(wait_until - HAND_OVER_S, local_done)
             if answer <= ready:
                 return self._outcome("remote", entry, answer, captured, crossed, **common)
             return self._outcome("fallback", hedge, ready, captured, crossed, **common)
@@ -290,7 +294,7 @@ class Simulator:
             arrived_in_time=arrived,
             capacity_mbps=self._capacity(self.captured(index)),
             reason=decision.reason if decision is not None else "",
-            plan=(plan.config, plan.hedge, plan.fallback),
+            plan=(plan.config, plan.hedge, plan.fallback, plan.patience_s),
         )
 
     def _teach(
@@ -316,11 +320,9 @@ class Simulator:
         stopped = outcome.done
         if outcome.mode == "fallback" and plan.hedge is None:  # it waited, then ran the fallback
             stopped -= outcome.delivered.head_ms * self.s.load(start) / 1e3
-        # A hedged frame's call stays open (its late answer measures the link); an unhedged one is cancelled.
-        hedged = plan.hedge is not None
-        estimator.timed_out(outcome.nbytes, max(1e-3, stopped - outcome.sent), server_s, pending=hedged)
-        if hedged:
-            late.append((outcome.sent, outcome.answer, outcome.nbytes, server_s))
+        # The call stays open a while (as the live edge's does): its late answer measures the link.
+        estimator.timed_out(outcome.nbytes, max(1e-3, stopped - outcome.sent), server_s, pending=True)
+        late.append((outcome.sent, outcome.answer, outcome.nbytes, server_s))
 
     @staticmethod
     def _bandwidth(estimator: LinkEstimator) -> float | None:

@@ -105,7 +105,10 @@ class AdaptiveEdge:
         hedge = decision.fallback is not None and entry.config.remote
         late = decision.late_fallback
         if hedge:
-            answer_by = captured + self.deadline_s - HAND_OVER_S
+            patience_s = (
+                self.deadline_s if decision.patience_ms is None else min(self.deadline_s, decision.patience_ms / 1e3)
+            )
+            answer_by = captured + patience_s - HAND_OVER_S
             self.client.use_local(decision.fallback.config.input_size, decision.fallback.config.early_exit is not None)
             self.client.on_failure = "local"
         elif late is not None:
@@ -122,7 +125,7 @@ class AdaptiveEdge:
         except FrameFailed as exc:  # no fallback fits: reported as missed, not lost
             result = FrameResult(self.client._next_id - 1, "timeout", entry.config.split, entry.config.codec, 0)
             result.note = f"missed the deadline, no local model fits: {exc}"
-        self._learn(entry, result, began, answer_by, hedge)
+        self._learn(entry, result, began, answer_by)
         return self._annotate(result, decision, estimates, captured)
 
     def _skipped(self, decision, estimates, captured: float) -> FrameResult:
@@ -167,7 +170,7 @@ class AdaptiveEdge:
         else:
             self.client.configure(c.split, c.codec, c.width)
 
-    def _learn(self, entry: ConfigProfile, result: FrameResult, began: float, answer_by: float, hedged: bool) -> None:
+    def _learn(self, entry: ConfigProfile, result: FrameResult, began: float, answer_by: float) -> None:
         t = result.timings_ms
         if "head" in t:
             self.estimator.head_time(t["head"] + t.get("encode", 0.0), entry.head_ms)
@@ -178,12 +181,22 @@ class AdaptiveEdge:
         elif result.mode in ("fallback", "timeout") and entry.config.remote:
             sent_at = began + (t.get("head", 0.0) + t.get("encode", 0.0)) / 1e3
             waited = max(1e-3, answer_by - sent_at)
-            # A hedged call stays open: its late answer (or its absence) judges the link later.
-            self.estimator.timed_out(result.wire_bytes, waited, entry.tail_ms / 1e3, pending=hedged)
+            # The call stays open a while: its late answer (or its absence) judges the link then.
+            self.estimator.timed_out(result.wire_bytes, waited, entry.tail_ms / 1e3, pending=True)
 
 
-def load_profile_for(client: SplitClient, path: str, remeasure_s: float = 0.0) -> Profile:
-    """The profile file, optionally with its head times re-measured on this device."""
+def load_profile_for(client: SplitClient, path: str | None, remeasure_s: float = 0.0) -> Profile:
+    """The profile file (default: the one shipped for the model), optionally with head times re-measured here."""
+    if path is None:
+        from ..cli import PROFILES_DIR
+
+        shipped = PROFILES_DIR / f"{client.spec.arch}.json"
+        if not shipped.is_file():
+            raise FileNotFoundError(
+                f"no profile ships for {client.spec.arch!r}; measure one with `splitrt profile --model "
+                f"{client.spec.arch} --out profile.json` and pass --profile profile.json"
+            )
+        path = str(shipped)
     profile = Profile.load(path)
     if remeasure_s > 0:
         from ..adapt.profile import remeasure_heads

@@ -100,7 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="none: stream with --split/--codec; static: one profiled configuration with a deadline; "
         "adaptive: choose per frame from the profile and the measured link (default: %(default)s)",
     )
-    adaptive.add_argument("--profile", default="runs/profile.json", help="profile from `splitrt profile`")
+    adaptive.add_argument(
+        "--profile",
+        help="profile from `splitrt profile` or a CSV of measurements (default: the model's shipped profile, "
+        "its head times re-measured here with --remeasure-s)",
+    )
     adaptive.add_argument("--deadline-ms", type=float, default=250.0, help="per-frame deadline (default: %(default)s)")
     adaptive.add_argument(
         "--objective", choices=["accuracy", "latency"], default="accuracy", help="what to optimise (default: accuracy)"

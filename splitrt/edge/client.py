@@ -38,7 +38,7 @@ from ..wire.protocol import (
 )
 from .connection import Backoff, ConnectionOptions, call_metadata, open_channel
 from .frames import FrameResult, result_from_outputs, to_image_tensor
-from .hedge import LateAnswers, detect_hedged
+from .hedge import LATE_ANSWER_S, LateAnswers, LateCall, detect_hedged
 
 log = logging.getLogger("splitrt.edge")
 
@@ -270,10 +270,11 @@ class SplitClient:
             return prepared
         if hedge and answer_by is not None:
             return detect_hedged(self, prepared, answer_by)
+        if answer_by is not None:
+            return self._detect_until(prepared, answer_by)
         prepared.sent = time.perf_counter()
-        timeout = self.timeout_s if answer_by is None else max(1e-3, answer_by - prepared.sent)
         try:
-            response = self._stub.ModelInfer(prepared.request, timeout=timeout, metadata=self._metadata)
+            response = self._stub.ModelInfer(prepared.request, timeout=self.timeout_s, metadata=self._metadata)
         except grpc.RpcError as exc:
             reason = f"frame {prepared.result.frame_id}: {describe_rpc_error(exc)}"
             if _is_transport_failure(exc) and self.on_failure == "local":
@@ -281,6 +282,35 @@ class SplitClient:
             self.counters["dropped"] += 1
             raise FrameFailed(reason) from exc
         result = self._finish(prepared, response, time.perf_counter())
+        if result.error:
+            raise FrameFailed(result.error)
+        return result
+
+    def _detect_until(self, prepared: _Pending, answer_by: float) -> FrameResult:
+        """One frame that must be answered by ``answer_by``; after that the call stays open a while
+        (``late_answers``): its late answer still measures the link, as in the simulator."""
+        late = LateCall(None, time.perf_counter(), prepared.result.wire_bytes)  # type: ignore[arg-type]
+        prepared.sent = late.sent
+        timeout = max(1e-3, answer_by - late.sent) + LATE_ANSWER_S
+        late.call = self._stub.ModelInfer.future(prepared.request, timeout=timeout, metadata=self._metadata)
+        late.call.add_done_callback(lambda _: late.received.append(time.perf_counter()))
+        frame = prepared.result.frame_id
+        try:
+            response = late.call.result(timeout=max(1e-3, answer_by - time.perf_counter()))
+        except grpc.FutureTimeoutError:
+            self.late_answers.add(late)
+            reason = f"frame {frame}: no answer by the deadline"
+            if self.on_failure == "local":
+                return self._run_locally(prepared, reason)
+            self.counters["dropped"] += 1
+            raise FrameFailed(reason) from None
+        except grpc.RpcError as exc:
+            reason = f"frame {frame}: {describe_rpc_error(exc)}"
+            if _is_transport_failure(exc) and self.on_failure == "local":
+                return self._run_locally(prepared, reason)
+            self.counters["dropped"] += 1
+            raise FrameFailed(reason) from exc
+        result = self._finish(prepared, response, late.received[0] if late.received else time.perf_counter())
         if result.error:
             raise FrameFailed(result.error)
         return result
