@@ -35,12 +35,11 @@ import math
 from dataclasses import dataclass, replace
 
 from .estimators import Estimates, p_within
-from .profile import ConfigProfile, Profile
+from .profile import ConfigProfile, Profile, log_spread
 
 OBJECTIVES = ("accuracy", "latency")
 STABLE_MARGIN = 0.05  # head, base RTT and server times vary little once measured
 MAX_EXPLORE_WAIT_S = 60.0
-P_UNHEDGED = 0.9  # how likely an unhedged remote frame must look to arrive in time
 UNKNOWN_P = 0.5  # a hedged frame on a link not yet measured: a coin flip, and worth the try
 MIN_GAIN = 0.25  # mAP a hedged remote frame must be expected to add over its local model to be worth sending
 STICKY_REMOTE_S = 10.0  # a stay on the link this long resets the exploration back-off
@@ -229,6 +228,19 @@ class AdaptiveController:
             return 0.0
         return est.p_within(entry.bytes_mean, budget_ms / 1e3)
 
+    def _p_local(self, entry: ConfigProfile, est: Estimates) -> float:
+        """How likely a local configuration finishes within the budget: its device time is taken as
+        lognormal with the profile's median and p95 (what the simulator draws)."""
+        median = entry.head_ms * est.device_load
+        sigma = log_spread(entry)
+        if median <= 0:
+            return 1.0
+        if sigma <= 0:
+            return 1.0 if median * (1.0 + STABLE_MARGIN) <= self.budget_ms else 0.0
+        if self.budget_ms <= 0:
+            return 0.0
+        return 0.5 * (1.0 + math.erf(math.log(self.budget_ms / median) / (sigma * math.sqrt(2.0))))
+
     def _p(self, entry: ConfigProfile, est: Estimates) -> float:
         """``p_in_time``, or before anything is known a guess: a coin flip if the prior link fits, half that
         if only the head, RTT and server time do (then it is the frame's only chance), else no chance."""
@@ -243,7 +255,8 @@ class AdaptiveController:
     def _score(self, entry: ConfigProfile, est: Estimates) -> float | None:
         """Expected mAP in time of a frame run with ``entry`` (None: not worth running)."""
         if not entry.config.remote:
-            return entry.map if self._fits(entry, est) else None
+            score = entry.map * self._p_local(entry, est)
+            return score if score >= MIN_GAIN else None
         hedge = self.hedge_for(entry, est)
         p = self._p(entry, est)
         if hedge is not None:
@@ -253,9 +266,6 @@ class AdaptiveController:
             return p * entry.map + (1.0 - p) * hedge.map if p * (entry.map - hedge.map) >= MIN_GAIN else None
         backup = self.late_fallback_for(entry, est)
         score = p * entry.map + (1.0 - p) * (backup.map if backup is not None else 0.0)
-        # Unhedged, a late answer wastes the device's time and the link: it must be likely, or the last hope.
-        if backup is not None and p < P_UNHEDGED:
-            return None
         return score if score >= MIN_GAIN else None
 
     def _best(self, est: Estimates) -> tuple[ConfigProfile | None, float, str]:
@@ -354,7 +364,7 @@ class AdaptiveController:
         return self._decision(current, current_pred, f"hold (better: {best.name})", est)
 
     def _must_leave(self, current: ConfigProfile, best: ConfigProfile, est: Estimates) -> bool:
-        """Leave at once: the current choice is no longer worth running, or the device alone now does better."""
+        """Leave at once: the current choice is no longer worth running, or a safe move does better."""
         if self.objective != "accuracy":
             return not self._fits(current, est) or (
                 self.predict_ms(best, est) < self.predict_ms(current, est) and current.map < (self.accuracy_floor or 0)
@@ -362,9 +372,13 @@ class AdaptiveController:
         score = self._score(current, est)
         if score is None:
             return True
-        # Back to the device when that is safer and better: no reason to wait.  Any other move
-        # (up to the link, or between remote choices) waits until the better one has lasted.
-        return current.config.remote and not best.config.remote and (self._score(best, est) or 0.0) > score
+        # Moves that cannot make a frame late happen at once when they are better: back to the
+        # device, or to a hedged remote choice.  Any other move (to an unhedged remote choice)
+        # waits until the better one has lasted.
+        best_score = self._score(best, est) or 0.0
+        if current.config.remote and not best.config.remote and best_score > score:
+            return True
+        return best.config.remote and self.hedge_for(best, est) is not None and best_score > score + MIN_GAIN
 
     def _decision(self, entry: ConfigProfile, predicted: float, reason: str, est: Estimates) -> Decision:
         hedge = self.hedge_for(entry, est) if entry.config.remote else None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import platform
 import statistics
 import time
@@ -166,6 +167,13 @@ class Profile:
             return cls(data["model"], data["fingerprint"], data["device"], data["images"], configs)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path} is not a splitrt profile: {exc}") from exc
+
+
+def log_spread(entry: ConfigProfile) -> float:
+    """The lognormal sigma that puts a configuration's p95 device time at the 95th percentile (capped at 0.5)."""
+    if entry.head_ms <= 0 or entry.head_p95_ms <= entry.head_ms:
+        return 0.0
+    return min(0.5, math.log(entry.head_p95_ms / entry.head_ms) / 1.645)
 
 
 #: Columns of a CSV profile: the required ones, then those with defaults.

@@ -39,7 +39,7 @@ from ..channel.traces import Trace
 from .controller import AdaptiveController, Decision, StaticController
 from .estimators import LinkEstimator
 from .metrics import summarize
-from .profile import ConfigProfile, Profile
+from .profile import ConfigProfile, Profile, log_spread
 
 ADAPTIVE = ("adaptive", "adaptive-unhedged")
 HEDGED_SUFFIX = "+hedge"
@@ -161,8 +161,14 @@ class Simulator:
         self.deadline = scenario.deadline_ms / 1e3
         self.delay = scenario.base_rtt_ms / 2e3
         self.by_name = {c.name: c for c in scenario.profile.configs}
-        rng = np.random.default_rng(scenario.seed)  # the same byte draws for every policy
+        rng = np.random.default_rng(scenario.seed)  # the same byte and time draws for every policy
         self.draws = [{c.name: self._bytes(c, rng) for c in scenario.profile.configs} for _ in range(self.frames)]
+        spread = {c.name: log_spread(c) for c in scenario.profile.configs}
+        normal = np.random.default_rng(scenario.seed + 1).standard_normal((self.frames, len(spread)))
+        #: Per frame and configuration: its device time over the profiled median (lognormal, the
+        #: profile's p95 at the 95th percentile).  A model timed at exactly the deadline misses half
+        #: the time, as on a real device, instead of never.
+        self.slowness = [dict(zip(spread, np.exp(row * np.array(list(spread.values()))))) for row in normal]
 
     @property
     def frames(self) -> int:
@@ -193,8 +199,9 @@ class Simulator:
         if plan.config is None:
             return Outcome("skipped", None, start, math.nan, False, link_free)
         entry = self.by_name[plan.config]
+        slow = self.slowness[index]
         load = self.s.load(start)
-        sent = start + entry.head_ms * load / 1e3
+        sent = start + entry.head_ms * load * slow[entry.name] / 1e3
         if not entry.config.remote:
             return self._outcome("local", entry, sent, captured, link_free)
         nbytes = self.draws[index][entry.name]
@@ -203,7 +210,7 @@ class Simulator:
         common = {"nbytes": nbytes, "sent": sent, "answer": answer}
         if plan.hedge is not None:
             hedge = self.by_name[plan.hedge]
-            local_done = sent + hedge.device_ms_after(entry) * load / 1e3
+            local_done = sent + hedge.device_ms_after(entry) * load * slow[hedge.name] / 1e3
             # the local result is kept until the deadline (or the patience) in case the better answer comes
             wait_until = due if plan.patience_s is None else captured + min(self.deadline, plan.patience_s)
             ready = max(wait_until - HAND_OVER_S, local_done)
@@ -211,7 +218,7 @@ class Simulator:
                 return self._outcome("remote", entry, answer, captured, crossed, **common)
             return self._outcome("fallback", hedge, ready, captured, crossed, **common)
         fallback = self.by_name[plan.fallback] if plan.fallback is not None else None
-        fallback_s = fallback.head_ms * load / 1e3 if fallback is not None else None
+        fallback_s = fallback.head_ms * load * slow[fallback.name] / 1e3 if fallback is not None else None
         give_up = give_up_instant(captured, sent, self.deadline, fallback_s)
         if answer <= give_up:
             return self._outcome("remote", entry, answer, captured, crossed, **common)
@@ -265,7 +272,7 @@ class Simulator:
                 probes.append((start, crossed + 2 * self.delay))
             plan = Plan.of(decision)
             outcome = self.play(index, edge_free, link_free, plan)
-            self._teach(estimator, outcome, decision, plan, start, late_frames)
+            self._teach(estimator, index, outcome, decision, plan, start, late_frames)
             edge_free, link_free = outcome.done, outcome.link_free
             score += outcome.accuracy_in_time
             record = self.record(index, outcome, plan, decision)
@@ -300,6 +307,7 @@ class Simulator:
     def _teach(
         self,
         estimator: LinkEstimator,
+        index: int,
         outcome: Outcome,
         decision: Decision,
         plan: Plan,
@@ -310,7 +318,7 @@ class Simulator:
         entry = decision.config
         if entry is None:
             return
-        estimator.head_time(entry.head_ms * self.s.load(start), entry.head_ms)
+        estimator.head_time(entry.head_ms * self.s.load(start) * self.slowness[index][entry.name], entry.head_ms)
         if outcome.sent is None or outcome.answer is None:
             return
         server_s = entry.tail_ms / 1e3
@@ -319,7 +327,9 @@ class Simulator:
             return
         stopped = outcome.done
         if outcome.mode == "fallback" and plan.hedge is None:  # it waited, then ran the fallback
-            stopped -= outcome.delivered.head_ms * self.s.load(start) / 1e3
+            stopped -= (
+                outcome.delivered.head_ms * self.s.load(start) * self.slowness[index][outcome.delivered.name] / 1e3
+            )
         # The call stays open a while (as the live edge's does): its late answer measures the link.
         estimator.timed_out(outcome.nbytes, max(1e-3, stopped - outcome.sent), server_s, pending=True)
         late.append((outcome.sent, outcome.answer, outcome.nbytes, server_s))
