@@ -42,6 +42,7 @@ STABLE_MARGIN = 0.05  # head, base RTT and server times vary little once measure
 MAX_EXPLORE_WAIT_S = 60.0
 UNKNOWN_P = 0.5  # a hedged frame on a link not yet measured: a coin flip, and worth the try
 MIN_GAIN = 0.25  # mAP a hedged remote frame must be expected to add over its local model to be worth sending
+EXPLORE_FRAMES = 5  # frames an exploration sends in a row, so that what they measure can decide
 STICKY_REMOTE_S = 10.0  # a stay on the link this long resets the exploration back-off
 PRIOR_BPS = 1e6  # the link before anything crossed it: a modest cellular uplink
 PRIOR_RTT_S = 0.05  # a cellular base round trip, for long shots when every recent one waited in a queue
@@ -164,6 +165,7 @@ class AdaptiveController:
         self._remote_since = 0.0
         self.prior_bps = prior_bps
         self.skipping = False  # the last frame was skipped: probe the link as when running locally
+        self._explore_left = 0
         self._last_capture: float | None = None
         self._interval_s: float | None = None
 
@@ -195,10 +197,11 @@ class AdaptiveController:
     def budget_ms(self) -> float:
         return self.deadline_ms - self._waited_ms
 
-    def _fits(self, entry: ConfigProfile, est: Estimates) -> bool:
+    def _fits(self, entry: ConfigProfile, est: Estimates, budget_ms: float | None = None) -> bool:
         """The prediction with a safety margin: small on what is measured and stable, larger on the transfer."""
         stable, transfer = self._parts_ms(entry, est)
-        return stable * (1.0 + STABLE_MARGIN) + transfer * (1.0 + self.margin) <= self.budget_ms
+        budget = self.budget_ms if budget_ms is None else budget_ms
+        return stable * (1.0 + STABLE_MARGIN) + transfer * (1.0 + self.margin) <= budget
 
     def hedge_for(self, entry: ConfigProfile, est: Estimates) -> ConfigProfile | None:
         """The most accurate local configuration the device can run after ``entry``'s head in time."""
@@ -218,12 +221,13 @@ class AdaptiveController:
         ]
         return min(fits, key=lambda c: c.head_ms) if fits else None
 
-    def p_in_time(self, entry: ConfigProfile, est: Estimates) -> float | None:
-        """How likely ``entry``'s answer comes in time, from the recent transfer times (None: none lately)."""
+    def p_in_time(self, entry: ConfigProfile, est: Estimates, budget_ms: float | None = None) -> float | None:
+        """How likely ``entry``'s answer comes within ``budget_ms`` (default: in time), from the recent
+        transfer times (None: none lately)."""
         stable, transfer = self._parts_ms(entry, est)
         if not math.isfinite(transfer):
             return 0.0
-        budget_ms = self.budget_ms - stable * (1.0 + STABLE_MARGIN)
+        budget_ms = (self.budget_ms if budget_ms is None else budget_ms) - stable * (1.0 + STABLE_MARGIN)
         if budget_ms <= 0:
             return 0.0
         return est.p_within(entry.bytes_mean, budget_ms / 1e3)
@@ -241,16 +245,17 @@ class AdaptiveController:
             return 0.0
         return 0.5 * (1.0 + math.erf(math.log(self.budget_ms / median) / (sigma * math.sqrt(2.0))))
 
-    def _p(self, entry: ConfigProfile, est: Estimates) -> float:
+    def _p(self, entry: ConfigProfile, est: Estimates, budget_ms: float | None = None) -> float:
         """``p_in_time``, or before anything is known a guess: a coin flip if the prior link fits, half that
         if only the head, RTT and server time do (then it is the frame's only chance), else no chance."""
-        p = self.p_in_time(entry, est)
+        budget = self.budget_ms if budget_ms is None else budget_ms
+        p = self.p_in_time(entry, est, budget)
         if p is not None:
             return p
-        if self._fits(entry, est):
+        if self._fits(entry, est, budget):
             return UNKNOWN_P
         stable, transfer = self._parts_ms(entry, est)
-        return UNKNOWN_P / 2 if math.isfinite(transfer) and stable * (1.0 + STABLE_MARGIN) < self.budget_ms else 0.0
+        return UNKNOWN_P / 2 if math.isfinite(transfer) and stable * (1.0 + STABLE_MARGIN) < budget else 0.0
 
     def _score(self, entry: ConfigProfile, est: Estimates) -> float | None:
         """Expected mAP in time of a frame run with ``entry`` (None: not worth running)."""
@@ -264,9 +269,23 @@ class AdaptiveController:
                 p = UNKNOWN_P  # it cannot miss: worth finding out
             # The local model alone scores hedge.map for less: the link must add something.
             return p * entry.map + (1.0 - p) * hedge.map if p * (entry.map - hedge.map) >= MIN_GAIN else None
-        backup = self.late_fallback_for(entry, est)
-        score = p * entry.map + (1.0 - p) * (backup.map if backup is not None else 0.0)
+        score, _ = self._unhedged(entry, est)
         return score if score >= MIN_GAIN else None
+
+    def _unhedged(self, entry: ConfigProfile, est: Estimates) -> tuple[float, ConfigProfile | None]:
+        """Expected mAP in time of an unhedged frame, and its late fallback (None: wait until the deadline).
+
+        A fallback has to start early enough to finish in time, so it cuts the wait for the answer
+        short; it is only worth it when the answers that come in that shorter wait, plus the local
+        result for the rest, beat waiting the whole budget for the answer alone."""
+        alone = self._p(entry, est) * entry.map
+        fallback = self.late_fallback_for(entry, est)
+        if fallback is None:
+            return alone, None
+        wait_ms = self.budget_ms - fallback.head_ms * est.device_load * (1.0 + STABLE_MARGIN)
+        p = self._p(entry, est, wait_ms)
+        covered = p * entry.map + (1.0 - p) * fallback.map
+        return (covered, fallback) if covered > alone else (alone, None)
 
     def _best(self, est: Estimates) -> tuple[ConfigProfile | None, float, str]:
         predictions = {c.name: self.predict_ms(c, est) for c in self.profile.configs}
@@ -336,6 +355,10 @@ class AdaptiveController:
         explored = self._explore(now_s, est)
         if explored is not None:
             return explored
+        if self._explore_left > 0 and self.current is not None and self.current.config.remote and not est.link_down:
+            self._explore_left -= 1
+            return self._decision(self.current, self.predict_ms(self.current, est), "explore: measuring the link", est)
+        self._explore_left = 0
         best, predicted, reason = self._best(est)
         current = self.current
         if best is None:
@@ -373,16 +396,22 @@ class AdaptiveController:
         if score is None:
             return True
         # Moves that cannot make a frame late happen at once when they are better: back to the
-        # device, or to a hedged remote choice.  Any other move (to an unhedged remote choice)
-        # waits until the better one has lasted.
+        # device, or to a remote choice with a local safety net (a hedge, or a late fallback that
+        # fits).  A move to a remote choice without one waits until it has looked better a while.
         best_score = self._score(best, est) or 0.0
         if current.config.remote and not best.config.remote and best_score > score:
             return True
-        return best.config.remote and self.hedge_for(best, est) is not None and best_score > score + MIN_GAIN
+        return best.config.remote and self._safe(best, est) and best_score > score + MIN_GAIN
+
+    def _safe(self, entry: ConfigProfile, est: Estimates) -> bool:
+        """A frame run with ``entry`` delivers something in time even if its answer is late."""
+        if not entry.config.remote:
+            return True
+        return self.hedge_for(entry, est) is not None or self.late_fallback_for(entry, est) is not None
 
     def _decision(self, entry: ConfigProfile, predicted: float, reason: str, est: Estimates) -> Decision:
         hedge = self.hedge_for(entry, est) if entry.config.remote else None
-        late = self.late_fallback_for(entry, est) if hedge is None else None
+        late = self._unhedged(entry, est)[1] if hedge is None and entry.config.remote else None
         p = self.p_in_time(entry, est) if entry.config.remote else None
         patience = None
         if hedge is not None and self._interval_s is not None and self._interval_s * 1e3 < self.deadline_ms:
@@ -420,6 +449,7 @@ class AdaptiveController:
         self._explore_wait = min(self._explore_wait * 2, MAX_EXPLORE_WAIT_S)
         self._local_since = now_s
         self.skipping = False
+        self._explore_left = EXPLORE_FRAMES - 1  # one frame says little: a few in a row
         # A try that cannot miss, and that is worth more than its local result when it gets through.
         hedged = [c for c in candidates if (h := self.hedge_for(c, est)) is not None and c.map > h.map]
         choice = min(hedged or candidates, key=lambda c: c.bytes_p95)

@@ -150,8 +150,9 @@ def p_within(
     payload waits longer, a smaller one less, but never less than ``floor_s`` (the wait for
     a delivery slot does not shrink with the payload).  Not crediting smaller payloads, as
     before, judged every small configuration by the big ones' samples: under-confident, and
-    biased toward sending more bytes.  One imagined success and one failure are added so
-    that a few samples never give certainty either way.
+    biased toward sending more bytes.  Half an imagined success and half a failure are added
+    (Jeffreys' prior) so that a few samples never give certainty either way; a whole one of
+    each (Laplace) took six answers in a row to trust a link that never failed.
     """
     if budget_s <= 0:
         return 0.0
@@ -162,7 +163,7 @@ def p_within(
         elif nbytes < n and bandwidth_bps > 0 and math.isfinite(seconds):
             seconds = max(floor_s, seconds - (n - nbytes) * 8 / bandwidth_bps)
         hits += seconds <= budget_s
-    return (hits + 1) / (len(samples) + 2)
+    return (hits + 0.5) / (len(samples) + 1)
 
 
 class LatencyEstimator:
@@ -242,8 +243,8 @@ class Estimates:
     def p_within(self, nbytes: float, budget_s: float) -> float | None:
         """How likely ``nbytes`` get through in ``budget_s``: 0 while the link is down, None before any transfer.
 
-        A few samples give a cautious answer, not none: ``p_within`` adds one imagined
-        success and one failure to what was seen."""
+        A few samples give a cautious answer, not none: ``p_within`` adds half an
+        imagined success and half a failure to what was seen."""
         if self.link_down or self.bandwidth_bps == 0:
             return 0.0
         if not self.transfers:
