@@ -206,8 +206,12 @@ INVALID = {grpc.StatusCode.INVALID_ARGUMENT}
 
 @pytest.mark.parametrize(
     "name,height,width,string",
-    [("entropy 1000x1000, 1-byte rANS", 1000, 1000, b"\x01"), ("entropy 200x200, empty rANS", 200, 200, b""),
-     ("entropy 11x11, 1-byte rANS", 11, 11, b"\x07"), ("entropy 11x11, random rANS", 11, 11, bytes(range(256)) * 2)],
+    [
+        ("entropy 1000x1000, 1-byte rANS", 1000, 1000, b"\x01"),
+        ("entropy 200x200, empty rANS", 200, 200, b""),
+        ("entropy 11x11, 1-byte rANS", 11, 11, b"\x07"),
+        ("entropy 11x11, random rANS", 11, 11, bytes(range(256)) * 2),
+    ],
 )
 def test_entropy_frames_that_crashed_the_decoder(hostile_server, model, baseline_p99, name, height, width, string):
     payload = _entropy_frame(height, width, string)
@@ -242,13 +246,25 @@ def test_frames_claiming_a_huge_input_are_refused(hostile_server, model, baselin
     latent = torch.zeros(1, 24, 4097, 4097)
     payload = get_codec("int8-zstd").encode({"y": latent})
     request = _request(model, payload, "bottleneck-int8-zstd", "features.6/bn", batch=(65535, 65535))
-    row = attack(hostile_server, model, baseline_p99, "bottleneck frame claiming 65535x65535",
-                 lambda stub: _code(stub, request), INVALID)
+    row = attack(
+        hostile_server,
+        model,
+        baseline_p99,
+        "bottleneck frame claiming 65535x65535",
+        lambda stub: _code(stub, request),
+        INVALID,
+    )
     assert row["time_to_refuse_ms"] < 5000
     small = get_codec("int8").encode({"x": torch.zeros(1, 40, 2, 2)})
     request = _request(model, small, "int8", "features.6", batch=(65535, 65535))
-    attack(hostile_server, model, baseline_p99, "int8 frame claiming 65535x65535", lambda stub: _code(stub, request),
-           INVALID)
+    attack(
+        hostile_server,
+        model,
+        baseline_p99,
+        "int8 frame claiming 65535x65535",
+        lambda stub: _code(stub, request),
+        INVALID,
+    )
 
 
 def _jpeg(size=(64, 48)) -> bytes:
@@ -273,11 +289,23 @@ def _plain(payload: bytes, model_name=MODEL, version="") -> pb.ModelInferRequest
 
 def test_corrupt_images_are_refused(hostile_server, model, baseline_p99):
     truncated = _claim_size(_jpeg(), 6000, 6000)[:600]
-    attack(hostile_server, model, baseline_p99, "truncated JPEG claiming 6000x6000",
-           lambda stub: _code(stub, _plain(truncated)), INVALID)
+    attack(
+        hostile_server,
+        model,
+        baseline_p99,
+        "truncated JPEG claiming 6000x6000",
+        lambda stub: _code(stub, _plain(truncated)),
+        INVALID,
+    )
     cut = _jpeg((300, 200))
-    attack(hostile_server, model, baseline_p99, "truncated JPEG 300x200",
-           lambda stub: _code(stub, _plain(cut[: len(cut) // 2])), INVALID)
+    attack(
+        hostile_server,
+        model,
+        baseline_p99,
+        "truncated JPEG 300x200",
+        lambda stub: _code(stub, _plain(cut[: len(cut) // 2])),
+        INVALID,
+    )
     channel, stub = _stub(f"127.0.0.1:{hostile_server.port}")
     assert _code(stub, _plain(_jpeg())) == grpc.StatusCode.OK  # a whole image still gets detections
     channel.close()
@@ -285,10 +313,22 @@ def test_corrupt_images_are_refused(hostile_server, model, baseline_p99):
 
 def test_attacker_strings_are_clipped_and_versions_checked(hostile_server, model, baseline_p99):
     long_name = "m" * 100_000
-    attack(hostile_server, model, baseline_p99, "100,000-character model name",
-           lambda stub: _code(stub, _plain(_jpeg(), model_name=long_name)), {grpc.StatusCode.NOT_FOUND})
-    attack(hostile_server, model, baseline_p99, "model_version 999",
-           lambda stub: _code(stub, _plain(_jpeg(), version="999")), {grpc.StatusCode.NOT_FOUND})
+    attack(
+        hostile_server,
+        model,
+        baseline_p99,
+        "100,000-character model name",
+        lambda stub: _code(stub, _plain(_jpeg(), model_name=long_name)),
+        {grpc.StatusCode.NOT_FOUND},
+    )
+    attack(
+        hostile_server,
+        model,
+        baseline_p99,
+        "model_version 999",
+        lambda stub: _code(stub, _plain(_jpeg(), version="999")),
+        {grpc.StatusCode.NOT_FOUND},
+    )
     channel, stub = _stub(f"127.0.0.1:{hostile_server.port}")
     with pytest.raises(grpc.RpcError) as info:
         stub.ModelMetadata(pb.ModelMetadataRequest(name=MODEL, version="999"), timeout=10)
@@ -315,8 +355,14 @@ def test_a_made_up_token_per_call_does_not_escape_the_rate_limit(hostile_server,
             codes += _codes(futures)
         return codes
 
-    attack(hostile_server, model, baseline_p99, "1500 probes, 50 at once, random token each (auth off)", flood,
-           {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED})
+    attack(
+        hostile_server,
+        model,
+        baseline_p99,
+        "1500 probes, 50 at once, random token each (auth off)",
+        flood,
+        {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED},
+    )
     assert ROWS[-1]["status"] == "OK/RESOURCE_EXHAUSTED"
 
 
@@ -336,8 +382,14 @@ def test_a_flood_of_streams_that_never_read_does_not_starve_others(hostile_serve
                 break
         return codes
 
-    attack(hostile_server, model, baseline_p99, "100 unread streams + 16-wide unary flood", flood,
-           {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED})
+    attack(
+        hostile_server,
+        model,
+        baseline_p99,
+        "100 unread streams + 16-wide unary flood",
+        flood,
+        {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED},
+    )
 
 
 def test_regression_inputs_still_refused(model):

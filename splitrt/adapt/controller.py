@@ -42,6 +42,9 @@ STABLE_MARGIN = 0.05  # head, base RTT and server times vary little once measure
 MAX_EXPLORE_WAIT_S = 60.0
 UNKNOWN_P = 0.5  # a hedged frame on a link not yet measured: a coin flip, and worth the try
 MIN_GAIN = 0.25  # mAP a hedged remote frame must be expected to add over its local model to be worth sending
+#: Three-point Gauss-Hermite nodes for a standard normal: (weight, z).
+HEAD_QUADRATURE = ((1 / 6, -math.sqrt(3.0)), (2 / 3, 0.0), (1 / 6, math.sqrt(3.0)))
+RTT_PROBE_EVERY_S = 5.0  # base-RTT pings while frames go over the link
 EXPLORE_FRAMES = 5  # frames an exploration sends in a row, so that what they measure can decide
 STICKY_REMOTE_S = 10.0  # a stay on the link this long resets the exploration back-off
 PRIOR_BPS = 1e6  # the link before anything crossed it: a modest cellular uplink
@@ -227,10 +230,20 @@ class AdaptiveController:
         stable, transfer = self._parts_ms(entry, est)
         if not math.isfinite(transfer):
             return 0.0
-        budget_ms = (self.budget_ms if budget_ms is None else budget_ms) - stable * (1.0 + STABLE_MARGIN)
-        if budget_ms <= 0:
-            return 0.0
-        return est.p_within(entry.bytes_mean, budget_ms / 1e3)
+        budget = self.budget_ms if budget_ms is None else budget_ms
+        head = entry.head_ms * est.device_load
+        sigma = log_spread(entry)
+        # The head time varies (lognormal, the profile's p95): average the link's chance over three
+        # head times (Gauss-Hermite), so a configuration whose median just misses keeps its real chance.
+        total = 0.0
+        for weight, z in HEAD_QUADRATURE:
+            left = budget - (stable - head + head * math.exp(sigma * z)) * (1.0 + STABLE_MARGIN)
+            if left > 0:
+                p = est.p_within(entry.bytes_mean, left / 1e3)
+                if p is None:
+                    return None
+                total += weight * p
+        return total
 
     def _p_local(self, entry: ConfigProfile, est: Estimates) -> float:
         """How likely a local configuration finishes within the budget: its device time is taken as
@@ -336,13 +349,19 @@ class AdaptiveController:
             if not entry.config.remote:
                 continue
             stable, _ = self._parts_ms(entry, est)
-            budget_ms = self.budget_ms - stable * (1.0 + STABLE_MARGIN)
+            # The head at a fast draw (one sigma quick): a long shot may count on a quick head, times
+            # the chance of one.
+            head = entry.head_ms * est.device_load
+            quick = head * math.exp(-log_spread(entry))
+            budget_ms = self.budget_ms - (stable - head + quick) * (1.0 + STABLE_MARGIN)
             if budget_ms <= 0:
                 continue
             if est.transfers:
                 p = p_within(est.transfers, entry.bytes_mean, budget_ms / 1e3, self._bandwidth(est) or 0.0)
             else:
                 p = UNKNOWN_P / 2
+            if quick < head:  # the chance the head is at least that quick
+                p *= 0.16 if stable * (1.0 + STABLE_MARGIN) > self.budget_ms else 1.0
             if p * entry.map > best_value:
                 best, best_value = entry, p * entry.map
         return best
@@ -456,10 +475,14 @@ class AdaptiveController:
         return self._switch(choice, self.predict_ms(choice, est), "explore: is the link better now?", now_s, est)
 
     def probe_due(self, now_s: float) -> bool:
-        """While running locally or skipping, ping the server now and then: is the link (back) up?"""
-        if not self.skipping and (self.current is None or self.current.config.remote):
+        """Ping the server now and then: while local or skipping, is the link (back) up?  On the link,
+        rarely: a tiny payload's round trip is the base RTT, which frames of one size alone cannot
+        tell apart from their transfer time (every frame slow looked like a long RTT)."""
+        on_link = not self.skipping and self.current is not None and self.current.config.remote
+        every = RTT_PROBE_EVERY_S if on_link else self.probe_every_s
+        if self.current is None:
             return False
-        if now_s - self._last_probe >= self.probe_every_s:
+        if now_s - self._last_probe >= every:
             self._last_probe = now_s
             return True
         return False

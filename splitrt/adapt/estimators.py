@@ -156,14 +156,17 @@ def p_within(
     """
     if budget_s <= 0:
         return 0.0
-    hits = 0
+    hits = seen = 0
     for n, seconds in samples:
+        if math.isinf(seconds) and n > nbytes:
+            continue  # a larger payload lost says nothing sure about this one: censored, not a failure
+        seen += 1
         if nbytes > n:
             seconds += (nbytes - n) * 8 / bandwidth_bps if bandwidth_bps > 0 else math.inf
         elif nbytes < n and bandwidth_bps > 0 and math.isfinite(seconds):
             seconds = max(floor_s, seconds - (n - nbytes) * 8 / bandwidth_bps)
         hits += seconds <= budget_s
-    return (hits + 0.5) / (len(samples) + 1)
+    return (hits + 0.5) / (seen + 1)
 
 
 class LatencyEstimator:
