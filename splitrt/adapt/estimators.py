@@ -117,10 +117,11 @@ class TransferTimes:
     delivery slot, so its transfer time is mostly that wait and varies far more
     than bytes / bandwidth suggests.  Keeping the samples themselves lets the
     controller ask how likely a payload is to get through in a given time.
-    Frames never answered count as never arriving.  Samples older than
-    ``memory_s`` are forgotten: a device that ran locally for a while knows
-    nothing about the link now, and must not keep judging it by a bad minute
-    long past (it would never try the link again).
+    Frames never answered count as never arriving.  Old samples fade (their
+    weight halves every ``memory_s``, and they go at 1/16): a device that ran
+    locally for a while knows less about the link now, and must not keep
+    judging it by a bad minute long past (it would never try the link again),
+    nor forget at once what it learnt.
     """
 
     def __init__(self, window: int = 25, memory_s: float = 10.0) -> None:
@@ -133,12 +134,18 @@ class TransferTimes:
     def lost(self, nbytes: float, at: float = 0.0) -> None:
         self.samples.append((nbytes, math.inf, at))
 
-    def recent(self, now: float) -> tuple[tuple[float, float], ...]:
-        return tuple((n, t) for n, t, at in self.samples if now - at <= self.memory_s)
+    def recent(self, now: float) -> tuple[tuple[float, float, float], ...]:
+        """(bytes, seconds, weight): a sample's weight halves every ``memory_s``; below 1/16 it is gone."""
+        out = []
+        for n, t, at in self.samples:
+            weight = 0.5 ** (max(0.0, now - at) / self.memory_s)
+            if weight >= 1 / 16:
+                out.append((n, t, weight))
+        return tuple(out)
 
 
 def p_within(
-    samples: tuple[tuple[float, float], ...],
+    samples: tuple[tuple[float, ...], ...],
     nbytes: float,
     budget_s: float,
     bandwidth_bps: float,
@@ -156,16 +163,18 @@ def p_within(
     """
     if budget_s <= 0:
         return 0.0
-    hits = seen = 0
-    for n, seconds in samples:
+    hits = seen = 0.0
+    for sample in samples:
+        n, seconds = sample[0], sample[1]
+        weight = sample[2] if len(sample) > 2 else 1.0
         if math.isinf(seconds) and n > nbytes:
             continue  # a larger payload lost says nothing sure about this one: censored, not a failure
-        seen += 1
+        seen += weight
         if nbytes > n:
             seconds += (nbytes - n) * 8 / bandwidth_bps if bandwidth_bps > 0 else math.inf
         elif nbytes < n and bandwidth_bps > 0 and math.isfinite(seconds):
             seconds = max(floor_s, seconds - (n - nbytes) * 8 / bandwidth_bps)
-        hits += seconds <= budget_s
+        hits += weight * (seconds <= budget_s)
     return (hits + 0.5) / (seen + 1)
 
 
@@ -241,7 +250,7 @@ class Estimates:
     link_down: bool = False
     cpu_percent: float | None = None
     bandwidth_longterm_bps: float | None = None  # the slow EWMA: what the link carried over minutes
-    transfers: tuple[tuple[float, float], ...] = ()  # recent (bytes, transfer seconds); inf: never answered
+    transfers: tuple[tuple[float, ...], ...] = ()  # recent (bytes, transfer s[, weight]); inf: never answered
 
     def p_within(self, nbytes: float, budget_s: float) -> float | None:
         """How likely ``nbytes`` get through in ``budget_s``: 0 while the link is down, None before any transfer.
