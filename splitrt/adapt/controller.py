@@ -45,6 +45,7 @@ MIN_GAIN = 0.25  # mAP a hedged remote frame must be expected to add over its lo
 #: Three-point Gauss-Hermite nodes for a standard normal: (weight, z).
 HEAD_QUADRATURE = ((1 / 6, -math.sqrt(3.0)), (2 / 3, 0.0), (1 / 6, math.sqrt(3.0)))
 RTT_PROBE_EVERY_S = 5.0  # base-RTT pings while frames go over the link
+SAFE_MOVE_GAIN = 1.0  # mAP a safe move must add to happen at once (less waits, as any move: no flapping)
 EXPLORE_FRAMES = 5  # frames an exploration sends in a row, so that what they measure can decide
 STICKY_REMOTE_S = 10.0  # a stay on the link this long resets the exploration back-off
 PRIOR_BPS = 1e6  # the link before anything crossed it: a modest cellular uplink
@@ -94,13 +95,20 @@ def best_hedge(profile: Profile, entry: ConfigProfile, budget_ms: float, device_
     """The most accurate local configuration the device can run after ``entry``'s head within ``budget_ms``."""
     if not entry.config.remote:
         return None
-    head = entry.head_ms * device_load
+    head = slow_ms(entry, entry.head_ms * device_load)
     fits = [
-        c
-        for c in profile.local_configs()
-        if (head + c.device_ms_after(entry) * device_load) * (1.0 + STABLE_MARGIN) <= budget_ms
+        c for c in profile.local_configs() if head + slow_ms(c, c.device_ms_after(entry) * device_load) <= budget_ms
     ]
     return max(fits, key=lambda c: c.map) if fits else None
+
+
+def slow_ms(entry: ConfigProfile, median_ms: float) -> float:
+    """A device time at its slow end: the profile's p95 ratio applied (at least the stable margin).
+
+    A safety net has to hold when the device is slow too: a hedge that fits only at the median
+    time missed the deadline on one frame in six."""
+    ratio = max(1.0 + STABLE_MARGIN, entry.head_p95_ms / entry.head_ms if entry.head_ms > 0 else 1.0)
+    return median_ms * ratio
 
 
 class StaticController:
@@ -216,11 +224,9 @@ class AdaptiveController:
         """Unhedged: the fastest local configuration that still fits after the head (the longest wait)."""
         if not entry.config.remote:
             return None
-        head = entry.head_ms * est.device_load
+        head = slow_ms(entry, entry.head_ms * est.device_load)
         fits = [
-            c
-            for c in self.profile.local_configs()
-            if (head + c.head_ms * est.device_load) * (1 + STABLE_MARGIN) <= self.budget_ms
+            c for c in self.profile.local_configs() if head + slow_ms(c, c.head_ms * est.device_load) <= self.budget_ms
         ]
         return min(fits, key=lambda c: c.head_ms) if fits else None
 
@@ -420,7 +426,7 @@ class AdaptiveController:
         best_score = self._score(best, est) or 0.0
         if current.config.remote and not best.config.remote and best_score > score:
             return True
-        return best.config.remote and self._safe(best, est) and best_score > score + MIN_GAIN
+        return best.config.remote and self._safe(best, est) and best_score > score + SAFE_MOVE_GAIN
 
     def _safe(self, entry: ConfigProfile, est: Estimates) -> bool:
         """A frame run with ``entry`` delivers something in time even if its answer is late."""
