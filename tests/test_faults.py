@@ -8,12 +8,8 @@ import subprocess
 import sys
 import time
 
-import torch
-
-from splitrt.edge.client import SplitClient
-
-from .conftest import TINY_CLASSIFIER, free_port, start_server, stop_server
 from .conftest import TINY_CLASSIFIER_TOML as CONFIG
+from .conftest import free_port, start_server, stop_server
 
 FRAMES = 120
 
@@ -78,22 +74,3 @@ def test_kill_and_restart_loses_no_frame(tmp_path):
     assert any(r["mode"] == "fallback" or "attempts" in (r.get("note") or "") for r in records), "the outage is visible"
     assert any(r["mode"] == "split" and r["frame"] > killed_at for r in records), "the edge reconnected"
     assert "reconnects" in stdout and edge.returncode == 0, stderr
-
-
-def test_frames_refused_for_now_are_resent_not_lost(tmp_path):
-    """RESOURCE_EXHAUSTED / UNAVAILABLE answers (a rate limit, a model still loading) mean "later": resent."""
-    (tmp_path / "models.toml").write_text(CONFIG)
-    server = start_server(tmp_path / "models.toml", tmp_path / "server.log", extra_args=["--max-rate", "4"])
-    try:
-        with SplitClient(
-            server.address, TINY_CLASSIFIER, "layer1", "int8-zstd", max_resends=30, on_failure="drop"
-        ) as client:
-            frames = [torch.rand(3, 64, 64) for _ in range(24)]
-            results = list(client.stream(frames))
-            counters = dict(client.counters)
-    finally:
-        assert stop_server(server) == 0
-    assert [r.frame_id for r in results] == list(range(24))
-    assert all(r.mode == "split" and r.ok for r in results), [r.error for r in results if not r.ok]
-    assert counters["resent"] > 0, "the rate limit refused some frames the first time"
-    assert "over the rate limit" in server.log()

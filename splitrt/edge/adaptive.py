@@ -54,6 +54,12 @@ class AdaptiveEdge:
         self._probe: threading.Thread | None = None
         self._probe_answers: list[float] = []  # round-trip times of pings that got through
 
+    def close(self) -> None:
+        """Wait for a link probe still out (a gRPC call must not outlive the process's channel)."""
+        if self._probe is not None:
+            self._probe.join(PROBE_TIMEOUT_S + 1.0)
+            self._probe = None
+
     def run(self, frames: Iterable[Any], fps: float | None = None) -> Iterator[FrameResult]:
         """One result per frame.
 

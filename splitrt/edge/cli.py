@@ -195,7 +195,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"splitrt-edge: {exc}", file=sys.stderr)
                 return 3
         results = edge.run(frames, args.fps) if edge is not None else client.stream(frames)
-        return _run(client, results, out, args)
+        try:
+            return _run(client, results, out, args)
+        finally:
+            if edge is not None:
+                edge.close()
 
 
 def _adaptive_edge(client: SplitClient, args: argparse.Namespace):

@@ -219,6 +219,10 @@ class SplitClient:
         self.close()
 
     def close(self) -> None:
+        self.late_answers.cancel_all()
+        if self._background is not None:  # a hedged frame's local model, maybe still running
+            self._background.join()
+            self._background = None
         self._channel.close()
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:
@@ -391,7 +395,7 @@ class SplitClient:
                 if not payload.error_message:
                     self._backoff.reset()
                 if payload.error_message.startswith(_RETRYABLE):
-                    # The server is alive but cannot take it now (loading, full): resend after a pause.
+                    # The server is alive but cannot take it yet (loading): resend after a pause.
                     if state.resend_at <= time.monotonic():  # one pause per wave of refusals, not per frame
                         state.resend_at = time.monotonic() + self._backoff.next_delay()
                     self._give_up_or_retry(state, item, f"server refused frame: {payload.error_message}")
@@ -622,8 +626,10 @@ class _StreamSession:
         self.cancel()
 
 
-#: Stream refusals that mean "not now" rather than "never": the frame is resent after a backoff.
-_RETRYABLE = (grpc.StatusCode.UNAVAILABLE.name + ":", grpc.StatusCode.RESOURCE_EXHAUSTED.name + ":")
+#: Stream refusals that mean "not now" rather than "never" (a restarted server still loading the model):
+#: the frame is resent after a backoff.  RESOURCE_EXHAUSTED (over the rate limit, queues full) is the
+#: server asking this client to slow down: reported with the frame, not resent at once.
+_RETRYABLE = (grpc.StatusCode.UNAVAILABLE.name + ":",)
 
 
 def _is_transport_failure(exc: grpc.RpcError) -> bool:

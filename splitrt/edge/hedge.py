@@ -46,6 +46,12 @@ class LateAnswers:
     def add(self, late: LateCall) -> None:
         self._calls.append(late)
 
+    def cancel_all(self) -> None:
+        """Stop listening (the client is closing): no call may outlive its channel."""
+        for late in self._calls:
+            late.call.cancel()
+        self._calls = []
+
     def settled(self) -> list[tuple[int, float | None, float]]:
         """(bytes, rtt_s, server_s) of calls finished since; rtt_s None: never answered (the call timed out)."""
         answered, pending = [], []
