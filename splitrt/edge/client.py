@@ -280,12 +280,19 @@ class SplitClient:
         try:
             response = self._stub.ModelInfer(prepared.request, timeout=self.timeout_s, metadata=self._metadata)
         except grpc.RpcError as exc:
-            reason = f"frame {prepared.result.frame_id}: {describe_rpc_error(exc)}"
-            if _is_transport_failure(exc) and self.on_failure == "local":
-                return self._run_locally(prepared, reason)
-            self.counters["dropped"] += 1
-            raise FrameFailed(reason) from exc
-        result = self._finish(prepared, response, time.perf_counter())
+            return self._unanswered(prepared, describe_rpc_error(exc), _is_transport_failure(exc))
+        return self._answered(prepared, response, time.perf_counter())
+
+    def _unanswered(self, prepared: _Pending, why: str, may_run_here: bool) -> FrameResult:
+        """A unary frame without an answer: run here (``on_failure="local"`` and ``may_run_here``) or raise."""
+        reason = f"frame {prepared.result.frame_id}: {why}"
+        if may_run_here and self.on_failure == "local":
+            return self._run_locally(prepared, reason)
+        self.counters["dropped"] += 1
+        raise FrameFailed(reason)
+
+    def _answered(self, prepared: _Pending, response, received: float) -> FrameResult:
+        result = self._finish(prepared, response, received)
         if result.error:
             raise FrameFailed(result.error)
         return result
@@ -298,26 +305,14 @@ class SplitClient:
         timeout = max(1e-3, answer_by - late.sent) + LATE_ANSWER_S
         late.call = self._stub.ModelInfer.future(prepared.request, timeout=timeout, metadata=self._metadata)
         late.call.add_done_callback(lambda _: late.received.append(time.perf_counter()))
-        frame = prepared.result.frame_id
         try:
             response = late.call.result(timeout=max(1e-3, answer_by - time.perf_counter()))
         except grpc.FutureTimeoutError:
             self.late_answers.add(late)
-            reason = f"frame {frame}: no answer by the deadline"
-            if self.on_failure == "local":
-                return self._run_locally(prepared, reason)
-            self.counters["dropped"] += 1
-            raise FrameFailed(reason) from None
+            return self._unanswered(prepared, "no answer by the deadline", True)
         except grpc.RpcError as exc:
-            reason = f"frame {frame}: {describe_rpc_error(exc)}"
-            if _is_transport_failure(exc) and self.on_failure == "local":
-                return self._run_locally(prepared, reason)
-            self.counters["dropped"] += 1
-            raise FrameFailed(reason) from exc
-        result = self._finish(prepared, response, late.received[0] if late.received else time.perf_counter())
-        if result.error:
-            raise FrameFailed(result.error)
-        return result
+            return self._unanswered(prepared, describe_rpc_error(exc), _is_transport_failure(exc))
+        return self._answered(prepared, response, late.received[0] if late.received else time.perf_counter())
 
     # -- many frames ----------------------------------------------------------------
     def stream(self, frames: Iterable[Any]) -> Iterator[FrameResult]:
