@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 
 from ..logs import configure_logging
 from ..models.spec import ModelSpec, load_config, parse_model_flag, parse_options
+from ..threads import apply_threads, server_threads
 from ..wire import kserve_v2_pb2 as pb
 from ..wire import kserve_v2_pb2_grpc as pb_grpc
 from .admission import AdmissionLimits
@@ -70,6 +71,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", default="cpu", help="torch device for the tails: cpu, cuda, cuda:1 (default: %(default)s)"
     )
     parser.add_argument("--fp16", action="store_true", help="run tails in half precision (CUDA only)")
+    compute = parser.add_argument_group("compute threads (see docs/DESIGN.md, thread policy)")
+    compute.add_argument(
+        "--instances",
+        type=int,
+        default=1,
+        help="tail workers per model, each running one frame at once (like Triton instance groups; default: 1)",
+    )
+    compute.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads per tail worker; 0 keeps torch's own default (default: the cores this process "
+        "may use, divided by --instances)",
+    )
+    compute.add_argument(
+        "--decode-workers",
+        type=int,
+        help="threads decoding payloads (default: --instances, at least 1)",
+    )
     batching = parser.add_argument_group("dynamic batching (across clients, per model and split point)")
     batching.add_argument(
         "--max-batch", type=int, default=1, help="frames per tail call; 1 turns batching off (default: %(default)s)"
@@ -183,9 +202,10 @@ async def serve(args: argparse.Namespace, specs: list[ModelSpec]) -> int:
     credentials = server_credentials(args.tls_cert, args.tls_key, args.tls_ca)
     tokens = load_tokens(args.auth_token_file)
     admission = AdmissionLimits(
-        # Batching needs a batch's worth of frames decoded and waiting; without it one frame at a time keeps
-        # turns short (the tail already spreads over the cores), so a waiting client waits for one frame at most.
-        concurrency=1 if args.max_batch <= 1 else args.max_batch + 1,
+        # Batching needs a batch's worth of frames decoded and waiting.  Without it, one frame more than
+        # there are tail instances: the next frame decodes while the tails run and is handed to a worker
+        # the moment one frees up, and a waiting client still waits for at most one extra frame.
+        concurrency=args.instances + 1 if args.max_batch <= 1 else args.max_batch + 1,
         max_queued=args.max_queue,
         max_queued_per_client=args.max_queue_per_client,
         max_total=args.max_queued_total,
@@ -196,6 +216,7 @@ async def serve(args: argparse.Namespace, specs: list[ModelSpec]) -> int:
         metrics,
         RateLimiter(args.max_rate),
         stream_concurrency=args.max_in_flight,
+        decode_workers=args.decode_workers or args.instances,
         admission=admission,
         authenticated=bool(tokens),
     )
@@ -248,7 +269,7 @@ async def serve(args: argparse.Namespace, specs: list[ModelSpec]) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    loading = loop.run_in_executor(None, repository.load, specs, args.device, args.fp16)
+    loading = loop.run_in_executor(None, repository.load, specs, args.device, args.fp16, args.instances)
     waiter = asyncio.ensure_future(stop.wait())
     await asyncio.wait([loading, waiter], return_when=asyncio.FIRST_COMPLETED)
     if loading.done():
@@ -276,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level, args.log_format)
     try:
+        if args.instances < 1:
+            raise ValueError(f"--instances must be at least 1, not {args.instances}")
+        threads = apply_threads(args.threads, server_threads(args.instances))
+        log.info("compute: %d tail instance(s) per model, %d torch thread(s) each", args.instances, threads)
         check_device(args.device, args.fp16)
         specs = model_specs(args)
     except (ValueError, FileNotFoundError) as exc:

@@ -34,13 +34,16 @@ class RequestError(Exception):
 
 
 class ServedModel:
-    """One loaded model with its own tail worker.
+    """One loaded model with its tail workers (``instances``, like Triton's instance groups).
 
-    One worker thread per model: torch already spreads a tail over the cores,
-    and a single worker makes the queue time the server reports meaningful.
+    Each worker thread runs one frame's tail at a time on the shared model (a forward pass in
+    inference mode changes nothing in it); the thread policy gives each worker its share of
+    the cores, so several frames run at once on a many-core server without oversubscribing it.
     """
 
-    def __init__(self, spec: ModelSpec, device: str = "cpu", fp16: bool = False) -> None:
+    def __init__(self, spec: ModelSpec, device: str = "cpu", fp16: bool = False, instances: int = 1) -> None:
+        if instances < 1:
+            raise ValueError(f"instances must be >= 1, not {instances}")
         self.spec = spec
         self.name = spec.name
         self.device = check_device(device, fp16)
@@ -48,7 +51,8 @@ class ServedModel:
         model = spec.build()
         self.fingerprint = model.fingerprint()
         self.model: SplitModel = model.to(self.device).eval()
-        self.tail_worker = ThreadPoolExecutor(1, thread_name_prefix=f"tail-{spec.name}")
+        self.instances = instances
+        self.tail_worker = ThreadPoolExecutor(instances, thread_name_prefix=f"tail-{spec.name}")
         self.batcher = None  # a TailBatcher when the server batches across clients
 
     def decode(self, frame: FrameRequest) -> tuple[OrderedDict[str, Tensor], FrameMeta]:
@@ -171,18 +175,18 @@ class ModelRepository:
         self.loading: set[str] = set()
         self.ready = False
 
-    def load(self, specs: list[ModelSpec], device: str, fp16: bool = False) -> None:
+    def load(self, specs: list[ModelSpec], device: str, fp16: bool = False, instances: int = 1) -> None:
         self.loading = {spec.name for spec in specs}
         try:
             for spec in specs:
-                self._load_one(spec, device, fp16)
+                self._load_one(spec, device, fp16, instances)
         finally:
             self.loading = set()
         self.ready = True
 
-    def _load_one(self, spec: ModelSpec, device: str, fp16: bool) -> None:
+    def _load_one(self, spec: ModelSpec, device: str, fp16: bool, instances: int) -> None:
         started = time.perf_counter()
-        self._models[spec.name] = ServedModel(spec, device, fp16)
+        self._models[spec.name] = ServedModel(spec, device, fp16, instances)
         self.loading.discard(spec.name)
         log.info(
             "loaded model %s (%s, fingerprint %s) on %s in %.1fs",

@@ -1,0 +1,315 @@
+"""`splitrt bench overhead`: what splitrt adds per frame, against a bare grpc.aio stream, side by side.
+
+One run measures, in turn and on the same loopback:
+
+* the components in this process (head, encode, decode, tail), single frames, with the
+  thread setting under test: what the hardware allows;
+* splitrt end to end (`SplitClient.stream` to a real `splitrt-server` process) at 1 and
+  ``window`` frames in flight, for each thread setting;
+* a bare ``grpc.aio`` bidirectional stream (raw bytes, an echo server in its own process)
+  with splitrt's own request and response sizes.
+
+Overhead per frame = end-to-end latency at 1 in flight minus the compute the server and
+edge report for that very frame (head, encode, decode, tail).  It contains everything
+else: protobuf, thread hops, the event loop, the transport.  The bare stream's round trip
+is the part of it that any gRPC stream pays.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from ..launch import ServerProcess, free_port
+
+ECHO_METHOD = "/splitrt.bench.Echo/Stream"
+DEFAULT_MODEL = "shapes_fcos"
+DEFAULT_SPLIT = "features.6/eb2"
+DEFAULT_CODEC = "entropy"
+
+
+# -- the bare stream ---------------------------------------------------------------------------------
+def serve_echo(port: int, response_bytes: int) -> None:
+    """A grpc.aio server answering each message of a bidi stream with ``response_bytes`` bytes."""
+    import grpc
+
+    answer = b"\0" * response_bytes
+
+    async def stream(request_iterator, context):
+        async for _ in request_iterator:
+            yield answer
+
+    async def main() -> None:
+        server = grpc.aio.server()
+        handler = grpc.method_handlers_generic_handler(
+            "splitrt.bench.Echo", {"Stream": grpc.stream_stream_rpc_method_handler(stream)}
+        )
+        server.add_generic_rpc_handlers((handler,))
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        print("ready", flush=True)
+        await server.wait_for_termination()
+
+    asyncio.run(main())
+
+
+async def _bare_run(address: str, request_bytes: int, frames: int, window: int) -> tuple[list[float], float]:
+    """Round trips (s) of ``frames`` messages with ``window`` in flight, and the total wall time."""
+    import grpc
+
+    message = b"\1" * request_bytes
+    async with grpc.aio.insecure_channel(address) as channel:
+        call = channel.stream_stream(ECHO_METHOD)()
+        sent: list[float] = []
+        rtts: list[float] = []
+        began = time.perf_counter()
+        for _ in range(min(window, frames)):
+            sent.append(time.perf_counter())
+            await call.write(message)
+        for i in range(frames):
+            await call.read()
+            rtts.append(time.perf_counter() - sent[i])
+            if len(sent) < frames:
+                sent.append(time.perf_counter())
+                await call.write(message)
+        wall = time.perf_counter() - began
+        await call.done_writing()
+    return rtts, wall
+
+
+def bare_stream(request_bytes: int, response_bytes: int, frames: int, windows: list[int]) -> dict[int, dict]:
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-c", f"from splitrt.bench.overhead import serve_echo; serve_echo({port}, {response_bytes})"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        server.stdout.readline()  # "ready"
+        out = {}
+        for window in windows:
+            asyncio.run(_bare_run(f"127.0.0.1:{port}", request_bytes, 50, window))  # warm-up
+            rtts, wall = asyncio.run(_bare_run(f"127.0.0.1:{port}", request_bytes, frames, window))
+            out[window] = {"p50_ms": _pct(rtts, 50) * 1e3, "p99_ms": _pct(rtts, 99) * 1e3, "fps": frames / wall}
+        return out
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+# -- splitrt -----------------------------------------------------------------------------------------
+def _frames(count: int):
+    from ..data.datasets import to_tensor
+    from ..data.shapes import sample
+
+    return [to_tensor(sample(i, "test", 1)[0]) for i in range(count)]
+
+
+def components(model_name: str, split: str, codec_name: str, images: list, threads: int) -> dict[str, float]:
+    """Median ms of each stage in this process, one frame at a time (torch set to ``threads``)."""
+    import torch
+
+    from ..codecs import get_codec
+    from ..models import build_model
+    from ..threads import apply_threads
+
+    apply_threads(threads)  # 0: torch's own default
+    model = build_model(model_name)
+    codec = get_codec(codec_name, model, split)
+    times: dict[str, list[float]] = {"head": [], "encode": [], "decode": [], "tail": []}
+    with torch.inference_mode():
+        for image in images:
+            t0 = time.perf_counter()
+            features, meta = model.head(image, split)
+            t1 = time.perf_counter()
+            payload = codec.encode(features)
+            t2 = time.perf_counter()
+            decoded = codec.decode(payload, model.payload_limits(split, meta))
+            t3 = time.perf_counter()
+            model.tail(OrderedDict(decoded), meta, split)
+            t4 = time.perf_counter()
+            for key, (a, b) in zip(times, ((t0, t1), (t1, t2), (t2, t3), (t3, t4)), strict=True):
+                times[key].append((b - a) * 1e3)
+    medians = {k: statistics.median(v[len(v) // 4 :]) for k, v in times.items()}  # first quarter warms up
+    medians["edge"] = medians["head"] + medians["encode"]
+    medians["server"] = medians["decode"] + medians["tail"]
+    return medians
+
+
+def splitrt_stream(target: str, model: str, split: str, codec: str, images: list, window: int) -> dict[str, Any]:
+    from ..edge.client import SplitClient
+
+    with SplitClient(target, model, split, codec, max_in_flight=window) as client:
+        client.wait_ready(120)
+        list(client.stream(images[:10]))  # warm-up: connection, first calls
+        began = time.perf_counter()
+        results = list(client.stream(images))
+        wall = time.perf_counter() - began
+        request = client._prepare(images[0]).request
+        request_bytes = request.ByteSize()
+        response_bytes = client._stub.ModelInfer(request, timeout=30).ByteSize()
+    failed = [r for r in results if r.mode != "split"]
+    if failed:
+        raise RuntimeError(f"{len(failed)} frames not answered by the server, e.g. {failed[0].error or failed[0].note}")
+    total = [r.timings_ms["total"] for r in results]
+    compute = [
+        r.timings_ms["head"] + r.timings_ms["encode"] + r.timings_ms["server_decode"] + r.timings_ms["server_tail"]
+        for r in results
+    ]
+    overhead = [t - c for t, c in zip(total, compute, strict=True)]
+    return {
+        "window": window,
+        "frames": len(results),
+        "fps": len(results) / wall,
+        "p50_ms": _pct(total, 50),
+        "p99_ms": _pct(total, 99),
+        "overhead_p50_ms": _pct(overhead, 50),
+        "tail_p50_ms": _pct([r.timings_ms["server_tail"] for r in results], 50),
+        "head_p50_ms": _pct([r.timings_ms["head"] for r in results], 50),
+        "request_bytes": request_bytes,
+        "response_bytes": response_bytes,
+    }
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+#: label: (the server's --threads, this edge's torch threads); None is the thread policy's default.
+SETTINGS: dict[str, tuple[int | None, int | None]] = {
+    "new defaults": (None, None),
+    "torch defaults": (0, 0),  # what splitrt did before the policy
+    "server 1 edge 1": (1, 1),
+    "server 2 edge 1": (2, 1),
+    "server 1 edge 2": (1, 2),
+    "server 2 edge 2": (2, 2),
+}
+
+
+def run(model: str, split: str, codec: str, frames: int, window: int, settings: list[str]) -> dict[str, Any]:
+    rows = []
+    request_bytes = response_bytes = 0
+    for label in settings:
+        # Each setting in a fresh interpreter (the edge's side of it): torch's thread pools are per process.
+        rows.append(_setting_in_subprocess(label, model, split, codec, frames, window))
+        request_bytes = rows[-1]["request_bytes"]
+        response_bytes = rows[-1]["response_bytes"]
+    bare = bare_stream(request_bytes, response_bytes or 300, max(200, frames), [1, window])
+    return {
+        "benchmark": "overhead",
+        "model": model,
+        "split": split,
+        "codec": codec,
+        "cores": os.cpu_count(),
+        "rows": rows,
+        "bare": {str(k): v for k, v in bare.items()},
+    }
+
+
+def _setting_in_subprocess(label: str, model: str, split: str, codec: str, frames: int, window: int) -> dict:
+    command = [
+        sys.executable, "-m", "splitrt.bench.overhead", "--one", label, "--model", model, "--split", split,
+        "--codec", codec, "--frames", str(frames), "--window", str(window),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"setting {label!r} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def one_setting(label: str, model: str, split: str, codec: str, frames: int, window: int) -> dict[str, Any]:
+    """Components in process, then the stream at 1 and ``window`` in flight, for one thread setting."""
+    from ..threads import apply_threads, edge_threads
+
+    server_threads, edge = SETTINGS[label]
+    images = _frames(frames)
+    server_args = ["--model", model, "--max-rate", "0", "--log-level", "WARNING"]
+    if server_threads is not None:
+        server_args += ["--threads", str(server_threads)]
+    with ServerProcess(server_args) as server:
+        edge_default = edge_threads(server.address)
+        parts = components(model, split, codec, images[: min(40, frames)], edge if edge is not None else edge_default)
+        apply_threads(edge, edge_default)
+        one = splitrt_stream(server.address, model, split, codec, images, 1)
+        many = splitrt_stream(server.address, model, split, codec, images, window)
+    bound_fps = 1e3 / max(parts["edge"], parts["server"])
+    return {
+        "setting": label,
+        "components_ms": parts,
+        "pipeline_bound_fps": bound_fps,
+        "one": one,
+        "many": many,
+        "request_bytes": one["request_bytes"],
+        "response_bytes": one["response_bytes"],
+    }
+
+
+def format_table(result: dict[str, Any]) -> str:
+    bare = result["bare"]
+    window = result["rows"][0]["many"]["window"]
+    b1 = bare["1"]
+    lines = [
+        f"bench overhead: {result['model']} {result['split']} {result['codec']}, loopback, {result['cores']} cores",
+        f"request {result['rows'][0]['request_bytes']} B; bare grpc.aio stream with the same sizes: "
+        f"{b1['p50_ms']:.2f} ms p50 round trip at 1 in flight, {bare[str(window)]['fps']:.0f} msg/s at {window}",
+        f"{'setting':<15} {'head':>6} {'tail':>6} {'e2e@1':>7} {'overhead':>8} {'vs bare':>7} "
+        f"{'e2e@' + str(window):>7} {'fps@' + str(window):>7} {'bound':>6} {'of bound':>8}",
+    ]
+    for r in result["rows"]:
+        one, many, parts = r["one"], r["many"], r["components_ms"]
+        lines.append(
+            f"{r['setting']:<15} {parts['head']:>6.1f} {parts['tail']:>6.1f} {one['p50_ms']:>7.1f} "
+            f"{one['overhead_p50_ms']:>8.2f} {one['overhead_p50_ms'] / b1['p50_ms']:>6.1f}x {many['p50_ms']:>7.1f} "
+            f"{many['fps']:>7.1f} {r['pipeline_bound_fps']:>6.1f} {many['fps'] / r['pipeline_bound_fps']:>7.0%}"
+        )
+    lines.append(
+        "head/tail: ms in one process, one frame at a time; e2e: p50 ms end to end; overhead: e2e@1 minus the "
+        "head, encode, decode and tail of that frame;\nbound: frames/s the slower side (edge or server) allows "
+        "when the two work at once"
+    )
+    return "\n".join(lines)
+
+
+def add_parser(benches: argparse._SubParsersAction) -> None:
+    parser = benches.add_parser("overhead", help="per-frame overhead of splitrt vs a bare grpc.aio stream; threads")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="model (default: %(default)s)")
+    parser.add_argument("--split", default=DEFAULT_SPLIT, help="split (default: %(default)s)")
+    parser.add_argument("--codec", default=DEFAULT_CODEC, help="codec (default: %(default)s)")
+    parser.add_argument("--frames", type=int, default=200, help="frames per measurement (default: %(default)s)")
+    parser.add_argument("--window", type=int, default=4, help="frames in flight for throughput (default: %(default)s)")
+    parser.add_argument(
+        "--setting", action="append", choices=list(SETTINGS), help="thread settings to compare (default: all)"
+    )
+    parser.add_argument("--out", default="runs/bench-overhead.json", help="JSON output (default: %(default)s)")
+    parser.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    result = run(args.model, args.split, args.codec, args.frames, args.window, args.setting or list(SETTINGS))
+    print(format_table(result))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"written: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    cli = argparse.ArgumentParser()
+    cli.add_argument("--one", required=True)
+    for flag, default in (("--model", DEFAULT_MODEL), ("--split", DEFAULT_SPLIT), ("--codec", DEFAULT_CODEC)):
+        cli.add_argument(flag, default=default)
+    cli.add_argument("--frames", type=int, default=200)
+    cli.add_argument("--window", type=int, default=4)
+    a = cli.parse_args()
+    print(json.dumps(one_setting(a.one, a.model, a.split, a.codec, a.frames, a.window)))
