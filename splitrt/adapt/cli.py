@@ -12,6 +12,12 @@ from .profile import Profile, default_configurations, device_description, measur
 
 
 def profile_main(args: Any) -> int:
+    from ..threads import apply_threads, edge_threads
+
+    # Measured with the threads the edge uses beside a server on this machine (a profile is re-measured
+    # at start-up on the real device, where the edge's own default applies).
+    threads = apply_threads(getattr(args, "threads", None), edge_threads("127.0.0.1:0"))
+    print(f"profiling with {threads} torch thread(s)")
     model = build_model(args.model)
     if not getattr(model, "trained", False):
         raise SystemExit(f"profile needs trained weights for {args.model!r} (mAP of random weights means nothing)")

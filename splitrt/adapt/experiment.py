@@ -148,7 +148,7 @@ def scenario_profile(args: Any, path: str) -> Profile:
 
 
 def profile_paths(args: Any) -> list[str]:
-    from ..cli import PROFILES_DIR
+    from ..defaults import PROFILES_DIR
 
     return args.profile or [str(PROFILES_DIR / "shapes_fcos.json")]
 

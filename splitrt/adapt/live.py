@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..channel.traces import Trace
-from ..cli import free_port
+from ..launch import free_port
 from ..server.readiness import wait_serving
 from .profile import Profile
 from .simulate import Scenario, Simulator

@@ -24,8 +24,8 @@ import torch
 from ..codecs import get_codec
 from ..data.datasets import to_tensor
 from ..data.shapes import sample
+from ..launch import ServerProcess
 from ..models import build_model
-from ..server.readiness import wait_serving
 from ..wire.protocol import build_request
 
 
@@ -129,44 +129,46 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
-def _start_server(model: str, extra: list[str]) -> tuple[subprocess.Popen, str]:
-    from ..cli import free_port
-
-    port = free_port()
-    command = [sys.executable, "-m", "splitrt.server.app", "--port", str(port), "--model", model]
-    command += ["--max-rate", "0", "--log-level", "WARNING", *extra]
-    return subprocess.Popen(command), f"127.0.0.1:{port}"
-
-
 def run(
-    levels: list[int], seconds: float, model: str, split: str, codec: str, max_batch: int = 1, delay_ms: float = 5.0
+    levels: list[int],
+    seconds: float,
+    model: str,
+    split: str,
+    codec: str,
+    max_batch: int = 1,
+    delay_ms: float = 5.0,
+    instances: list[int] | None = None,
 ) -> dict[str, Any]:
-    """Each level against each server; with ``max_batch`` > 1 a batching server runs beside an unbatched one."""
-    variants = {"off": []}
+    """Each level against each server variant, side by side: one server per ``instances`` count
+    (unbatched), and with ``max_batch`` > 1 a batching server beside them."""
+    variants = {f"x{n}": ["--instances", str(n)] for n in instances or [1]}
     if max_batch > 1:
-        variants["on"] = ["--max-batch", str(max_batch), "--batch-delay-ms", str(delay_ms)]
+        variants["batch"] = ["--max-batch", str(max_batch), "--batch-delay-ms", str(delay_ms)]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         request = work / "request.bin"
         request.write_bytes(encoded_request(model, split, codec))
-        servers = {label: _start_server(model, extra) for label, extra in variants.items()}
+        base = ["--model", model, "--max-rate", "0", "--log-level", "WARNING"]
+        servers = {
+            label: ServerProcess([*base, *extra], log=work / f"{label}.log") for label, extra in variants.items()
+        }
         try:
-            for server, target in servers.values():
-                wait_serving(target, server)
+            for server in servers.values():
+                server.wait_serving()
             rows = []
-            for n in levels:  # side by side: the two servers take turns at each level
-                for label, (server, target) in servers.items():
-                    row = run_level(target, server.pid, request, n, seconds, work / label)
-                    rows.append({"batching": label, **row})
+            for n in levels:  # side by side: the servers take turns at each level
+                for label, server in servers.items():
+                    row = run_level(server.address, server.pid, request, n, seconds, work / label)
+                    rows.append({"server": label, **row})
         finally:
-            for server, _ in servers.values():
-                server.terminate()
-                server.wait(timeout=30)
+            for server in servers.values():
+                server.stop()
     return {
         "benchmark": "load",
         "model": model,
         "split": split,
         "codec": codec,
+        "instances": instances or [1],
         "max_batch": max_batch,
         "batch_delay_ms": delay_ms,
         "rows": rows,
@@ -176,15 +178,18 @@ def run(
 def format_table(result: dict[str, Any]) -> str:
     lines = [
         f"bench load: {result['model']} split {result['split']} codec {result['codec']}; each edge is its own process",
-        f"batching: up to {result['max_batch']} frames, {result['batch_delay_ms']:g} ms delay"
-        if result["max_batch"] > 1
-        else "batching: off",
-        f"{'batch':>5} {'clients':>7} {'frames/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'lost':>5} "
+        "server: xN = N tail instances, unbatched"
+        + (
+            f"; batch = up to {result['max_batch']} frames, {result['batch_delay_ms']:g} ms delay"
+            if result["max_batch"] > 1
+            else ""
+        ),
+        f"{'server':>6} {'clients':>7} {'frames/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'lost':>5} "
         f"{'peak RSS MB':>11} {'RSS growth':>10}",
     ]
     for r in result["rows"]:
         lines.append(
-            f"{r['batching']:>5} {r['clients']:>7} {r['throughput_fps']:>9.1f} {r['p50_ms']:>8.1f} "
+            f"{r['server']:>6} {r['clients']:>7} {r['throughput_fps']:>9.1f} {r['p50_ms']:>8.1f} "
             f"{r['p99_ms']:>8.1f} {r['errors']:>6} {r['lost']:>5} {r['peak_rss_mb']:>11.0f} "
             f"{r['rss_growth_pct']:>9.1f}%"
         )
@@ -200,16 +205,17 @@ def main(
     out: Path,
     max_batch: int = 1,
     delay_ms: float = 5.0,
+    instances: list[int] | None = None,
 ) -> int:
-    result = run(levels, seconds, model, split, codec, max_batch, delay_ms)
+    result = run(levels, seconds, model, split, codec, max_batch, delay_ms, instances)
     print(format_table(result))
-    on = {r["clients"]: r for r in result["rows"] if r["batching"] == "on"}
-    for r in result["rows"]:
-        if r["batching"] == "off" and r["clients"] in on:
-            b = on[r["clients"]]
+    rows = {(r["server"], r["clients"]): r for r in result["rows"]}
+    for (label, clients), r in rows.items():
+        one = rows.get(("x1", clients))
+        if label != "x1" and one is not None:
             print(
-                f"{r['clients']} clients: batching gives {b['throughput_fps'] / r['throughput_fps']:.2f}x "
-                f"the throughput, p99 {b['p99_ms']:.0f} vs {r['p99_ms']:.0f} ms"
+                f"{clients} clients: {label} gives {r['throughput_fps'] / one['throughput_fps']:.2f}x the throughput "
+                f"of one instance, p99 {r['p99_ms']:.0f} vs {one['p99_ms']:.0f} ms"
             )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

@@ -194,7 +194,7 @@ class AdaptiveEdge:
 def load_profile_for(client: SplitClient, path: str | None, remeasure_s: float = 0.0) -> Profile:
     """The profile file (default: the one shipped for the model), optionally with head times re-measured here."""
     if path is None:
-        from ..cli import PROFILES_DIR
+        from ..defaults import PROFILES_DIR
 
         shipped = PROFILES_DIR / f"{client.spec.arch}.json"
         if not shipped.is_file():

@@ -13,6 +13,7 @@ from ..codecs import CodecError
 from ..logs import configure_logging
 from ..models.base import SplitError
 from ..models.spec import parse_model_flag, parse_options
+from ..threads import apply_threads, edge_threads
 from . import report
 from .client import SplitClient
 from .connection import TOKEN_ENV, ConnectionOptions
@@ -130,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     security.add_argument("--tls-cert", help="PEM client certificate (mutual TLS)")
     security.add_argument("--tls-key", help="PEM client key (mutual TLS)")
     security.add_argument("--auth-token-file", help=f"file holding the bearer token (or set ${TOKEN_ENV})")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads for the head and local models; 0 keeps torch's own default (default: the cores "
+        "this process may use less one, halved when the server is on this machine)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no per-frame table, only the summary")
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--log-format", default="text", choices=["text", "json"], help="json: one object per line")
@@ -139,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level, args.log_format)
+    try:
+        apply_threads(args.threads, edge_threads(args.server))
+    except ValueError as exc:
+        print(f"splitrt-edge: --threads: {exc}", file=sys.stderr)
+        return 2
     out_path = Path(args.out)
     try:
         out_path.parent.mkdir(parents=True, exist_ok=True)

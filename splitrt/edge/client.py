@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 import torch
 
+from ..catalog import check_names
 from ..codecs import CodecError, codec_kind, get_codec
 from ..models.base import INPUT_SPLIT, FrameMeta, SplitError, SplitModel
 from ..models.spec import ModelSpec, parse_model_flag
@@ -107,6 +108,7 @@ class SplitClient:
         if on_failure not in ("local", "drop"):
             raise ValueError(f"on_failure must be 'local' or 'drop', not {on_failure!r}")
         self.spec = model if isinstance(model, ModelSpec) else parse_model_flag(model, weights, model_options)
+        check_names(self.spec.arch, split, codec)  # a typo fails now, not after the model is built
         self.model = self.spec.build()
         self._codecs: dict[tuple[str, str], Any] = {}
         self.local_input_size: int | None = None

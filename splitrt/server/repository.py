@@ -121,6 +121,14 @@ class ServedModel:
             outputs = {k: _to_cpu(outputs[k]) for k in self.model.output_names}
         return outputs, start, time.perf_counter_ns()
 
+    def infer(self, frame: FrameRequest) -> tuple[dict[str, Tensor], int, int, int]:
+        """Decode and run one frame on the calling worker: outputs, decode ns, tail start/end ns."""
+        began = time.perf_counter_ns()
+        features, meta = self.decode(frame)
+        decode_ns = time.perf_counter_ns() - began
+        outputs, start, end = self.tail(features, meta, frame.split)
+        return outputs, decode_ns, start, end
+
     def tail_batch(
         self, frames: list[tuple[OrderedDict[str, Tensor], FrameMeta]], split: str
     ) -> tuple[list[dict[str, Tensor]], int, int]:

@@ -1,0 +1,131 @@
+"""`splitrt train ...`: the trainers' flags; each trainer's module is imported only to run it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    train = commands.add_parser("train", help="train the demo detector and its bottlenecks (resumable)")
+    trainers = train.add_subparsers(dest="trainer", required=True, metavar="WHAT")
+
+    teacher = trainers.add_parser("teacher", help="train the shapes_fcos teacher from scratch on the synthetic set")
+    teacher.add_argument(
+        "--out", default="runs/teacher", help="checkpoint folder; resumes from it (default: %(default)s)"
+    )
+    teacher.add_argument("--steps", type=int, default=8000, help="optimiser steps (default: %(default)s)")
+    teacher.add_argument("--batch-size", type=int, default=8, help="images per step (default: %(default)s)")
+    teacher.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: %(default)s)")
+    teacher.add_argument("--train-count", type=int, default=6000, help="training images (default: %(default)s)")
+    teacher.set_defaults(handler=_teacher)
+
+    bottleneck = trainers.add_parser("bottleneck", help="distil the bottleneck branches of shapes_fcos from a teacher")
+    bottleneck.add_argument("--teacher", default="runs/teacher/teacher.safetensors", help="teacher weights")
+    bottleneck.add_argument("--out", default="runs/bottleneck", help="output folder (default: %(default)s)")
+    bottleneck.add_argument("--split", action="append", help="branch to train, e.g. features.6/eb2 (default: all)")
+    bottleneck.add_argument("--steps", type=int, default=1500, help="steps per branch (default: %(default)s)")
+    bottleneck.add_argument("--batch-size", type=int, default=16, help="images per step (default: %(default)s)")
+    bottleneck.add_argument(
+        "--finetune-steps", type=int, default=0, help="second stage on the detection loss, steps per branch"
+    )
+    bottleneck.set_defaults(handler=_bottleneck)
+
+    slim = trainers.add_parser("slimmable", help="distil the slimmable bottleneck (sandwich rule, entropy-coded)")
+    slim.add_argument("--teacher", default="runs/teacher/teacher.safetensors", help="teacher weights")
+    slim.add_argument("--out", default="runs/bottleneck", help="output folder (default: %(default)s)")
+    slim.add_argument("--steps", type=int, default=1500, help="steps (default: %(default)s)")
+    slim.add_argument("--batch-size", type=int, default=16, help="images per step (default: %(default)s)")
+    slim.add_argument("--finetune-steps", type=int, default=0, help="second stage on the detection loss")
+    slim.set_defaults(handler=_slimmable, split=["features.6/slim"])
+
+    prefilter = trainers.add_parser("prefilter", help="train the prefilter and calibrate its threshold on val")
+    prefilter.add_argument(
+        "--model", default="runs/bottleneck/shapes_fcos.safetensors", help="model weights to extend (rewritten)"
+    )
+    prefilter.add_argument("--steps", type=int, default=3000, help="steps (default: %(default)s)")
+    prefilter.add_argument("--train-count", type=int, default=12000, help="training images (default: %(default)s)")
+    prefilter.add_argument("--recall", type=float, default=0.99, help="recall of frames with objects to keep")
+    prefilter.set_defaults(handler=_prefilter)
+
+    early_exit = trainers.add_parser(
+        "exit", help="train the early-exit detector on features.6 (the device's own result for hedged frames)"
+    )
+    early_exit.add_argument(
+        "--model", default="runs/bottleneck/shapes_fcos.safetensors", help="model weights to extend (rewritten)"
+    )
+    early_exit.add_argument("--steps", type=int, default=5000, help="steps (default: %(default)s)")
+    early_exit.add_argument("--batch-size", type=int, default=32, help="images per step (default: %(default)s)")
+    early_exit.add_argument("--train-count", type=int, default=6000, help="training images (default: %(default)s)")
+    early_exit.set_defaults(handler=_exit)
+
+
+def _teacher(args: argparse.Namespace) -> int:
+    from .teacher import train_teacher
+
+    metrics = train_teacher(
+        Path(args.out), steps=args.steps, batch_size=args.batch_size, lr=args.lr, train_count=args.train_count
+    )
+    print(f"teacher val mAP@[.5:.95] {metrics['map']:.1f}  mAP@.5 {metrics['map50']:.1f}  -> {args.out}")
+    return 0
+
+
+def _bottleneck(args: argparse.Namespace) -> int:
+    from .bottleneck import train_bottlenecks
+
+    path = train_bottlenecks(
+        Path(args.teacher), Path(args.out), args.split, args.steps, args.batch_size, finetune_steps=args.finetune_steps
+    )
+    print(f"bottlenecks written to {path}")
+    return 0
+
+
+def _slimmable(args: argparse.Namespace) -> int:
+    from .bottleneck import train_bottlenecks
+
+    path = train_bottlenecks(
+        Path(args.teacher), Path(args.out), args.split, args.steps, args.batch_size, finetune_steps=args.finetune_steps
+    )
+    print(f"slimmable bottleneck written to {path}")
+    return 0
+
+
+def _prefilter(args: argparse.Namespace) -> int:
+    from ..models import save_weights
+    from .checkpoint import model_to_extend
+    from .prefilter import train_prefilter
+
+    weights = Path(args.model)
+    model = model_to_extend(weights, "prefilter.")  # the prefilter is trained afresh
+    metrics = train_prefilter(
+        model,
+        steps=args.steps,
+        train_count=args.train_count,
+        recall=args.recall,
+        log_path=weights.parent / "prefilter-log.jsonl",
+    )
+    save_weights(model, weights)
+    print(
+        f"prefilter threshold {metrics['threshold']:.4f}: val recall {metrics['val_recall']:.3f}, "
+        f"empty frames filtered {metrics['val_empty_filtered']:.3f} -> {weights}"
+    )
+    return 0
+
+
+def _exit(args: argparse.Namespace) -> int:
+    from ..models import save_weights
+    from .checkpoint import model_to_extend
+    from .early_exit import train_exit
+
+    weights = Path(args.model)
+    model = model_to_extend(weights, "early_exit.")  # the exit is trained afresh
+    metrics = train_exit(
+        model,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        train_count=args.train_count,
+        log_path=weights.parent / "exit-log.jsonl",
+    )
+    save_weights(model, weights)
+    print(f"early exit: val mAP {metrics['map']:.1f} (mAP50 {metrics['map50']:.1f}) -> {weights}")
+    return 0
