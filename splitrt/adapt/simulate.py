@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..channel.traces import Trace
+from ..policy import HAND_OVER_S, LATE_ANSWER_S, PROBE_BYTES, PROBE_TIMEOUT_S, give_up_instant
 from .controller import AdaptiveController, Decision, StaticController
 from .estimators import LinkEstimator
 from .metrics import summarize
@@ -44,23 +45,6 @@ from .profile import ConfigProfile, Profile, log_spread
 ADAPTIVE = ("adaptive", "adaptive-unhedged")
 HEDGED_SUFFIX = "+hedge"
 LATENCY_CAP_FACTOR = 10.0  # a frame never answered counts this many deadlines late
-PROBE_BYTES = 200  # a probe with its gRPC framing
-PROBE_TIMEOUT_S = 1.0
-HAND_OVER_S = 0.003  # a hedged frame stops waiting this long before its deadline, to deliver in time
-LATE_ANSWER_S = 1.0  # how long the edge keeps listening for the answer of a frame it gave up on
-
-
-def give_up_instant(captured: float, sent: float, deadline: float, fallback_s: float | None) -> float:
-    """When an unhedged edge stops waiting for the server.
-
-    With a fallback that still fits: the latest instant it can start and finish by the
-    deadline (not before the frame is sent).  Without one: the deadline itself.
-    """
-    if fallback_s is None or captured + deadline - fallback_s < sent:
-        return max(sent, captured + deadline)
-    return captured + deadline - fallback_s
-
-
 @dataclass(frozen=True)
 class Plan:
     """What the edge does with one frame: a configuration (None: skip), a hedge, or a fallback."""

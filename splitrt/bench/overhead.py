@@ -154,7 +154,7 @@ def splitrt_stream(target: str, model: str, split: str, codec: str, images: list
         began = time.perf_counter()
         results = list(client.stream(images))
         wall = time.perf_counter() - began
-        request = client._prepare(images[0]).request
+        request = client.pipeline.prepare(images[0]).request
         request_bytes = request.ByteSize()
         response_bytes = client._stub.ModelInfer(request, timeout=30).ByteSize()
     failed = [r for r in results if r.mode != "split"]

@@ -24,7 +24,7 @@ from typing import Any
 from ..adapt.controller import AdaptiveController, StaticController
 from ..adapt.estimators import LinkEstimator
 from ..adapt.profile import LOCAL, ConfigProfile, Profile
-from ..adapt.simulate import HAND_OVER_S, LATE_ANSWER_S, PROBE_TIMEOUT_S, give_up_instant
+from ..policy import HAND_OVER_S, LATE_ANSWER_S, PROBE_TIMEOUT_S, give_up_instant
 from .client import FrameFailed, SplitClient
 from .frames import FrameResult
 
@@ -129,15 +129,14 @@ class AdaptiveEdge:
         try:
             result = self.client.detect(image, answer_by=answer_by if entry.config.remote else None, hedge=hedge)
         except FrameFailed as exc:  # no fallback fits: reported as missed, not lost
-            result = FrameResult(self.client._next_id - 1, "timeout", entry.config.split, entry.config.codec, 0)
+            result = FrameResult(self.client.pipeline.next_id - 1, "timeout", entry.config.split, entry.config.codec, 0)
             result.note = f"missed the deadline, no local model fits: {exc}"
         self._learn(entry, result, began, answer_by)
         return self._annotate(result, decision, estimates, captured)
 
     def _skipped(self, decision, estimates, captured: float) -> FrameResult:
         """A frame nothing could deliver in time: reported as such, and the device stays free."""
-        frame_id = self.client._next_id
-        self.client._next_id += 1
+        frame_id = self.client.pipeline.new_frame_id()
         result = FrameResult(frame_id, "skipped", "-", "-", 0)
         result.note = decision.reason
         return self._annotate(result, decision, estimates, captured)

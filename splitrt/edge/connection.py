@@ -90,3 +90,13 @@ class Backoff:
 
     def reset(self) -> None:
         self.failures = 0
+
+
+def is_transport_failure(exc: grpc.RpcError) -> bool:
+    return exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
+
+
+def describe_rpc_error(exc: BaseException) -> str:
+    if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
+        return f"{exc.code().name}: {exc.details()}"
+    return str(exc)

@@ -19,12 +19,14 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from ..adapt.simulate import LATE_ANSWER_S
+from ..policy import LATE_ANSWER_S
 from ..wire.protocol import DECODE_US, QUEUE_US, TAIL_US, WireError, parse_response
+from .connection import describe_rpc_error
 from .frames import FrameResult, result_from_outputs
+from .pipeline import PendingFrame
 
 if TYPE_CHECKING:
-    from .client import SplitClient, _Pending
+    from .client import SplitClient
 
 
 @dataclass
@@ -76,7 +78,7 @@ class LateAnswers:
 class LocalRun(threading.Thread):
     """The local model on a worker thread; ``stop()`` cuts the emulated slow-device wait short."""
 
-    def __init__(self, client: SplitClient, item: _Pending, done: queue.Queue) -> None:
+    def __init__(self, client: SplitClient, item: PendingFrame, done: queue.Queue) -> None:
         super().__init__(name="splitrt-hedge", daemon=True)
         self.client, self.item, self.done = client, item, done
         self.cancel = threading.Event()
@@ -88,14 +90,14 @@ class LocalRun(threading.Thread):
         began = time.perf_counter()
         try:
             self.outputs = self.client.run_local_model(self.item.image, self.item.cut)
-            self.client._stretch(began, self.cancel, local=True, from_cut=self.item.cut is not None)
+            self.client.pipeline.stretch(began, self.cancel, local=True, from_cut=self.item.cut is not None)
         except Exception as exc:  # reported through the frame's result, never lost
             self.error = exc
         self.seconds = time.perf_counter() - began
         self.done.put("local")
 
 
-def detect_hedged(client: SplitClient, item: _Pending, answer_by: float) -> FrameResult:
+def detect_hedged(client: SplitClient, item: PendingFrame, answer_by: float) -> FrameResult:
     """Send ``item`` and run the local model meanwhile; the server's answer if it comes in time."""
     events: queue.Queue[str] = queue.Queue()
     late = LateCall(None, time.perf_counter(), item.result.wire_bytes)  # type: ignore[arg-type]
@@ -105,7 +107,7 @@ def detect_hedged(client: SplitClient, item: _Pending, answer_by: float) -> Fram
     late.call.add_done_callback(lambda _: (late.received.append(time.perf_counter()), events.put("remote")))
     local = LocalRun(client, item, events)
     local.start()
-    client._background = local  # the next frame waits for the device to be free
+    client.pipeline.background = local  # the next frame waits for the device to be free
     refused: str | None = None
     while True:
         if local.outputs is not None or local.error is not None:  # the local result is ready
@@ -125,7 +127,8 @@ def detect_hedged(client: SplitClient, item: _Pending, answer_by: float) -> Fram
                 return _answered(client, item, late)
             refused = _describe(exc)
     if local.error is not None:  # neither result: say why, the frame is not lost
-        return client._error(item, f"local model failed: {local.error}; server: {refused or 'no answer in time'}")
+        why = f"local model failed: {local.error}; server: {refused or 'no answer in time'}"
+        return client.pipeline.error(item, why)
     if refused is None:
         client.late_answers.add(late)  # still listening: the answer will measure the link
     result = item.result
@@ -136,13 +139,11 @@ def detect_hedged(client: SplitClient, item: _Pending, answer_by: float) -> Fram
     return result_from_outputs(result, local.outputs)
 
 
-def _answered(client: SplitClient, item: _Pending, late: LateCall) -> FrameResult:
-    result = client._finish(item, late.call.result(), late.received[0])
+def _answered(client: SplitClient, item: PendingFrame, late: LateCall) -> FrameResult:
+    result = client.pipeline.finish(item, late.call.result(), late.received[0])
     result.note = "hedged: the server answered first"
     return result
 
 
 def _describe(exc: BaseException) -> str:
-    from .client import describe_rpc_error
-
     return describe_rpc_error(exc)
