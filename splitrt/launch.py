@@ -13,9 +13,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 #: How long a stopping server may finish the frames it holds before it is killed.
 STOP_GRACE_S = 30.0
@@ -31,15 +31,22 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def wait_serving(
-    address: str, proc: subprocess.Popen | None = None, timeout_s: float = 180.0, log: Path | None = None
+    address: str,
+    proc: subprocess.Popen | None = None,
+    timeout_s: float = 180.0,
+    log: Path | None = None,
+    channel_factory: Callable[[str], Any] | None = None,
 ) -> None:
-    """Block until the server at ``address`` answers SERVING; raise if it exits or takes too long."""
+    """Block until the server at ``address`` answers SERVING; raise if it exits or takes too long.
+
+    ``channel_factory`` opens the channel (a TLS server needs credentials); plaintext by default.
+    """
     import grpc  # here, so that importing this module stays cheap
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     deadline = time.monotonic() + timeout_s
     tail = (lambda: "\n" + log.read_text()[-4000:]) if log is not None else (lambda: "")
-    with grpc.insecure_channel(address) as channel:
+    with (channel_factory or grpc.insecure_channel)(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if proc is not None and proc.poll() is not None:
@@ -69,8 +76,10 @@ class ServerProcess:
         log: Path | None = None,
         env: Mapping[str, str] | None = None,
         timeout_s: float = 180.0,
+        channel_factory: Callable[[str], Any] | None = None,
     ) -> None:
         self.port = port or free_port()
+        self.channel_factory = channel_factory
         self.address = f"127.0.0.1:{self.port}"
         self.log_path = log
         self.timeout_s = timeout_s
@@ -89,7 +98,7 @@ class ServerProcess:
 
     def wait_serving(self) -> ServerProcess:
         try:
-            wait_serving(self.address, self.proc, self.timeout_s, self.log_path)
+            wait_serving(self.address, self.proc, self.timeout_s, self.log_path, self.channel_factory)
         except BaseException:
             self.stop()
             raise

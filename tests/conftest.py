@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from splitrt import launch
+from splitrt.launch import free_port  # noqa: F401  (the tests import it from here)
 from splitrt.models.spec import ModelSpec, load_config
 
 # Small inputs and score thresholds of zero: untrained detectors then still
@@ -43,21 +39,10 @@ options = { num_classes = 10, image_size = 64 }
 TINY_CLASSIFIER = ModelSpec("cls", "resnet18", options={"num_classes": 10, "image_size": 64})
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+class ServerProcess(launch.ServerProcess):
+    """A test server: `splitrt.launch.ServerProcess` plus the model specs its config names."""
 
-
-class ServerProcess:
-    def __init__(self, address: str, proc: subprocess.Popen, log_path: Path, specs: dict[str, ModelSpec]):
-        self.address = address
-        self.proc = proc
-        self.log_path = log_path
-        self.specs = specs
-
-    def log(self) -> str:
-        return self.log_path.read_text() if self.log_path.exists() else ""
+    specs: dict[str, ModelSpec]
 
 
 def start_server(
@@ -68,45 +53,20 @@ def start_server(
     port: int | None = None,
     channel_factory=grpc.insecure_channel,
 ) -> ServerProcess:
-    port = port or free_port()
-    address = f"127.0.0.1:{port}"
-    log_file = log_path.open("a")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "splitrt.server.app", "--port", str(port), "--config", str(config), *(extra_args or [])],
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
+    server = ServerProcess(
+        ["--config", str(config), *(extra_args or [])],
+        port=port,
+        log=log_path,
+        timeout_s=timeout_s,
+        channel_factory=channel_factory,
     )
-    channel = channel_factory(address)
-    stub = health_pb2_grpc.HealthStub(channel)
-    deadline = time.monotonic() + timeout_s
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}:\n{log_path.read_text()}")
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    break
-            except grpc.RpcError:
-                pass
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"server not SERVING after {timeout_s}s:\n{log_path.read_text()}")
-            time.sleep(0.2)
-    finally:
-        channel.close()
-    specs = {s.name: s for s in load_config(config)}
-    return ServerProcess(address, proc, log_path, specs)
+    server.wait_serving()
+    server.specs = {s.name: s for s in load_config(config)}
+    return server
 
 
 def stop_server(server: ServerProcess) -> int:
-    server.proc.send_signal(signal.SIGTERM)
-    try:
-        return server.proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        server.proc.kill()
-        server.proc.wait()
-        return -999
+    return server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..defaults import DEMO_CODEC, DEMO_MODEL, DEMO_SPLIT
-from . import overhead
+from . import overhead, perf_analyzer
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -70,6 +70,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     rate.set_defaults(handler=_rate)
 
     overhead.add_parser(benches)
+    perf_analyzer.add_parser(benches)
 
 
 

@@ -28,11 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..defaults import DEMO_CODEC, DEMO_MODEL, DEMO_SPLIT
 from ..launch import ServerProcess
 
-DEFAULT_MODEL = "shapes_fcos"
-DEFAULT_SPLIT = "features.6/eb2"
-DEFAULT_CODEC = "entropy"
 #: perf_analyzer's CSV columns (latencies in microseconds) and the names they get here.
 CSV_COLUMNS = {
     "Inferences/Second": "infer_per_s",
@@ -71,9 +69,9 @@ def add_parser(benches: argparse._SubParsersAction) -> None:
     parser = benches.add_parser(
         "perf-analyzer", help="Triton's perf_analyzer against a real splitrt-server: infer/s, p50/p90/p99"
     )
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="model (default: %(default)s)")
-    parser.add_argument("--split", default=DEFAULT_SPLIT, help="split (default: %(default)s)")
-    parser.add_argument("--codec", default=DEFAULT_CODEC, help="codec (default: %(default)s)")
+    parser.add_argument("--model", default=DEMO_MODEL, help="model (default: %(default)s)")
+    parser.add_argument("--split", default=DEMO_SPLIT, help="split (default: %(default)s)")
+    parser.add_argument("--codec", default=DEMO_CODEC, help="codec (default: %(default)s)")
     parser.add_argument("--concurrency", default="1,2,4", help="comma-separated levels (default: %(default)s)")
     parser.add_argument(
         "--measurement-ms", type=int, default=5000, help="perf_analyzer's measurement window (default: %(default)s)"
@@ -165,11 +163,11 @@ def request_parameters(params: dict[str, object]) -> list[str]:
     """``--request-parameter`` values for ``params``.  perf_analyzer splits each at ':' and lowercases
     every part, so a value it would change is refused here rather than sent altered."""
     flags = []
-    for key, value in params.items():
+    for key, value in sorted(params.items()):
         kind = _PARAM_TYPES.get(type(value))
         text = str(value).lower() if isinstance(value, bool) else str(value)
         if kind is None or ":" in key + text or (key + text).lower() != key + text:
-            raise ValueError(f"perf_analyzer cannot carry request parameter {key}={value!r} unchanged")
+            raise Unavailable(f"perf_analyzer cannot carry request parameter {key}={value!r} unchanged")
         flags += ["--request-parameter", f"{key}:{text}:{kind}"]
     return flags
 
@@ -224,7 +222,7 @@ def measure(
         "split": split,
         "codec": codec,
         "payload_bytes": len(payload),
-        "request_parameters": params,
+        "request_parameters": dict(sorted(params.items())),
         "measurement_ms": window.measurement_ms,
         "command": commands[0] if commands else [],
         "rows": rows,
