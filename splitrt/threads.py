@@ -6,9 +6,10 @@ compute threads than there are cores, and every frame waits for the others (on 2
 default doubled the tail's time).  The policy:
 
 * the cores this process may use are its CPU affinity, capped by a cgroup CPU quota;
-* one core stays for what runs beside the model (gRPC, the event loop, codecs);
-* a server shares the other cores equally among its tail instances;
-* an edge gives them to its head, or half of them when its server is on the same machine;
+* a server keeps one core for what runs beside the tails (gRPC, the event loop, decoding) and
+  shares the others equally among its tail instances;
+* an edge gives its head every core, or half of them when its server is on the same machine
+  and frames are pipelined (both then compute at once);
 * torch's inter-op pool gets one thread (splitrt runs one model call per worker thread);
 * ``threads=0`` leaves torch's own default (what splitrt did before this policy).
 """
@@ -52,15 +53,16 @@ def server_threads(instances: int = 1, cores: int | None = None) -> int:
     return max(1, (cores - 1) // max(1, instances))
 
 
-def edge_threads(server: str | None = None, cores: int | None = None) -> int:
+def edge_threads(server: str | None = None, in_flight: int = 1, cores: int | None = None) -> int:
     """Intra-op threads of an edge's head.
 
-    One core stays for the stream (gRPC, encoding, the receiver); with its server on this
-    machine (a loopback address) the head gets half of the rest, the server's tails the other.
+    Every core, unless its server shares this machine (a loopback address) and frames are
+    pipelined (``in_flight`` > 1): then head and tail compute at the same time and the head
+    takes half of the cores.  With one frame at a time they take turns, and each may use all.
     """
     cores = cores or available_cores()
-    spare = max(1, cores - 1)
-    return max(1, spare // 2) if server is not None and is_loopback_target(server) else spare
+    shared = server is not None and is_loopback_target(server)
+    return max(1, cores // 2) if shared and in_flight > 1 else cores
 
 
 def is_loopback_target(target: str) -> bool:

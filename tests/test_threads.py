@@ -22,11 +22,11 @@ def test_server_threads_leave_a_core_and_share_the_rest_among_instances():
     assert server_threads(8, cores=4) == 1  # never zero
 
 
-def test_edge_threads_halve_the_spare_cores_when_the_server_is_on_this_machine():
-    assert edge_threads("10.0.0.5:8001", cores=4) == 3
-    assert edge_threads("127.0.0.1:8001", cores=4) == 1
-    assert edge_threads("[::1]:8001", cores=8) == 3
-    assert edge_threads("localhost:8001", cores=2) == 1
+def test_edge_threads_halve_the_cores_only_when_a_local_server_computes_at_the_same_time():
+    assert edge_threads("10.0.0.5:8001", in_flight=4, cores=4) == 4  # a device of its own
+    assert edge_threads("127.0.0.1:8001", in_flight=1, cores=4) == 4  # head and tail take turns
+    assert edge_threads("127.0.0.1:8001", in_flight=4, cores=4) == 2
+    assert edge_threads("[::1]:8001", in_flight=2, cores=2) == 1
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     profile.add_argument(
         "--threads",
         type=int,
-        help="torch threads, as the edge will run (default: the edge's default for a server on this machine)",
+        help="torch threads, as the edge will run (default: the adaptive edge's default, every core)",
     )
 
     profile.set_defaults(handler=_profile)
@@ -90,9 +90,9 @@ def _profile(args: argparse.Namespace) -> int:
     from ..threads import apply_threads, edge_threads
     from .profile import Profile, default_configurations, device_description, measure
 
-    # Measured with the threads the edge uses beside a server on this machine (the adaptive edge
-    # re-measures the heads at start-up on the real device, where the edge's own default applies).
-    threads = apply_threads(args.threads, edge_threads("127.0.0.1:0"))
+    # Measured with the threads of the adaptive edge (one frame at a time); it re-measures the heads
+    # at start-up on the real device.
+    threads = apply_threads(args.threads, edge_threads(in_flight=1))
     print(f"profiling with {threads} torch thread(s)")
     model = build_model(args.model)
     if not getattr(model, "trained", False):

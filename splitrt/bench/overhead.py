@@ -114,35 +114,46 @@ def _frames(count: int):
     return [to_tensor(sample(i, "test", 1)[0]) for i in range(count)]
 
 
-def components(model_name: str, split: str, codec_name: str, images: list, threads: int) -> dict[str, float]:
-    """Median ms of each stage in this process, one frame at a time (torch set to ``threads``)."""
+def components(
+    model_name: str, split: str, codec_name: str, images: list, edge_threads: int, server_threads: int
+) -> dict[str, float]:
+    """Median ms of each stage in this process, one frame at a time: head and encode with the edge's
+    threads, decode and tail with the server's (0: torch's own default, every core)."""
     import torch
 
     from ..codecs import get_codec
     from ..models import build_model
-    from ..threads import apply_threads
 
-    apply_threads(threads)  # 0: torch's own default
+    cores = _TORCH_DEFAULT_THREADS[0] if _TORCH_DEFAULT_THREADS else torch.get_num_threads()
     model = build_model(model_name)
     codec = get_codec(codec_name, model, split)
     times: dict[str, list[float]] = {"head": [], "encode": [], "decode": [], "tail": []}
+    sent = []
     with torch.inference_mode():
+        torch.set_num_threads(edge_threads or cores)
         for image in images:
             t0 = time.perf_counter()
             features, meta = model.head(image, split)
             t1 = time.perf_counter()
-            payload = codec.encode(features)
+            sent.append((codec.encode(features), meta))
+            times["head"].append((t1 - t0) * 1e3)
+            times["encode"].append((time.perf_counter() - t1) * 1e3)
+        torch.set_num_threads(server_threads or cores)
+        for payload, meta in sent:
             t2 = time.perf_counter()
             decoded = codec.decode(payload, model.payload_limits(split, meta))
             t3 = time.perf_counter()
             model.tail(OrderedDict(decoded), meta, split)
-            t4 = time.perf_counter()
-            for key, (a, b) in zip(times, ((t0, t1), (t1, t2), (t2, t3), (t3, t4)), strict=True):
-                times[key].append((b - a) * 1e3)
+            times["decode"].append((t3 - t2) * 1e3)
+            times["tail"].append((time.perf_counter() - t3) * 1e3)
     medians = {k: statistics.median(v[len(v) // 4 :]) for k, v in times.items()}  # first quarter warms up
     medians["edge"] = medians["head"] + medians["encode"]
     medians["server"] = medians["decode"] + medians["tail"]
     return medians
+
+
+#: torch's own thread count in this process, read before anything changes it.
+_TORCH_DEFAULT_THREADS: list[int] = []
 
 
 def splitrt_stream(target: str, model: str, split: str, codec: str, images: list, window: int) -> dict[str, Any]:
@@ -228,29 +239,34 @@ def _setting_in_subprocess(label: str, model: str, split: str, codec: str, frame
 
 
 def one_setting(label: str, model: str, split: str, codec: str, frames: int, window: int) -> dict[str, Any]:
-    """Components in process, then the stream at 1 and ``window`` in flight, for one thread setting."""
-    from ..threads import apply_threads, edge_threads
+    """For one thread setting: the components in process, then the stream at 1 and ``window`` in flight."""
+    import torch
 
-    server_threads, edge = SETTINGS[label]
+    from ..threads import apply_threads, edge_threads, server_threads
+
+    _TORCH_DEFAULT_THREADS[:] = [torch.get_num_threads()]
+    server_setting, edge_setting = SETTINGS[label]
     images = _frames(frames)
     server_args = ["--model", model, "--max-rate", "0", "--log-level", "WARNING"]
-    if server_threads is not None:
-        server_args += ["--threads", str(server_threads)]
+    if server_setting is not None:
+        server_args += ["--threads", str(server_setting)]
+    server_count = server_threads(1) if server_setting is None else server_setting
+    rows = {}
     with ServerProcess(server_args) as server:
-        edge_default = edge_threads(server.address)
-        parts = components(model, split, codec, images[: min(40, frames)], edge if edge is not None else edge_default)
-        apply_threads(edge, edge_default)
-        one = splitrt_stream(server.address, model, split, codec, images, 1)
-        many = splitrt_stream(server.address, model, split, codec, images, window)
-    bound_fps = 1e3 / max(parts["edge"], parts["server"])
+        for key, in_flight in (("one", 1), ("many", window)):
+            edge_count = edge_threads(server.address, in_flight) if edge_setting is None else edge_setting
+            parts = components(model, split, codec, images[: min(40, frames)], edge_count, server_count)
+            apply_threads(edge_count or _TORCH_DEFAULT_THREADS[0])
+            rows[key] = splitrt_stream(server.address, model, split, codec, images, in_flight)
+            rows[key]["components_ms"] = parts
+            rows[key]["edge_threads"] = edge_count or _TORCH_DEFAULT_THREADS[0]
+            rows[key]["bound_fps"] = 1e3 / max(parts["edge"], parts["server"])
     return {
         "setting": label,
-        "components_ms": parts,
-        "pipeline_bound_fps": bound_fps,
-        "one": one,
-        "many": many,
-        "request_bytes": one["request_bytes"],
-        "response_bytes": one["response_bytes"],
+        "server_threads": server_count or _TORCH_DEFAULT_THREADS[0],
+        **rows,
+        "request_bytes": rows["one"]["request_bytes"],
+        "response_bytes": rows["one"]["response_bytes"],
     }
 
 
@@ -258,24 +274,27 @@ def format_table(result: dict[str, Any]) -> str:
     bare = result["bare"]
     window = result["rows"][0]["many"]["window"]
     b1 = bare["1"]
+    w = str(window)
     lines = [
         f"bench overhead: {result['model']} {result['split']} {result['codec']}, loopback, {result['cores']} cores",
-        f"request {result['rows'][0]['request_bytes']} B; bare grpc.aio stream with the same sizes: "
-        f"{b1['p50_ms']:.2f} ms p50 round trip at 1 in flight, {bare[str(window)]['fps']:.0f} msg/s at {window}",
-        f"{'setting':<15} {'head':>6} {'tail':>6} {'e2e@1':>7} {'overhead':>8} {'vs bare':>7} "
-        f"{'e2e@' + str(window):>7} {'fps@' + str(window):>7} {'bound':>6} {'of bound':>8}",
+        f"request {result['rows'][0]['request_bytes']} B, response {result['rows'][0]['response_bytes']} B; bare "
+        f"grpc.aio stream with the same sizes: {b1['p50_ms']:.2f} ms p50 round trip at 1 in flight, "
+        f"{bare[w]['fps']:.0f} msg/s at {window}",
+        f"{'setting':<16} {'threads':>7} {'e2e@1':>6} {'overhead':>8} {'vs bare':>7} {'threads':>7} "
+        f"{'e2e@' + w:>6} {'fps@' + w:>6} {'bound':>6} {'of bound':>8}",
     ]
     for r in result["rows"]:
-        one, many, parts = r["one"], r["many"], r["components_ms"]
+        one, many = r["one"], r["many"]
         lines.append(
-            f"{r['setting']:<15} {parts['head']:>6.1f} {parts['tail']:>6.1f} {one['p50_ms']:>7.1f} "
-            f"{one['overhead_p50_ms']:>8.2f} {one['overhead_p50_ms'] / b1['p50_ms']:>6.1f}x {many['p50_ms']:>7.1f} "
-            f"{many['fps']:>7.1f} {r['pipeline_bound_fps']:>6.1f} {many['fps'] / r['pipeline_bound_fps']:>7.0%}"
+            f"{r['setting']:<16} {r['server_threads']:>3}/{one['edge_threads']:<3} {one['p50_ms']:>6.1f} "
+            f"{one['overhead_p50_ms']:>8.2f} {one['overhead_p50_ms'] / b1['p50_ms']:>6.1f}x "
+            f"{r['server_threads']:>3}/{many['edge_threads']:<3} {many['p50_ms']:>6.1f} {many['fps']:>6.1f} "
+            f"{many['bound_fps']:>6.1f} {many['fps'] / many['bound_fps']:>7.0%}"
         )
     lines.append(
-        "head/tail: ms in one process, one frame at a time; e2e: p50 ms end to end; overhead: e2e@1 minus the "
-        "head, encode, decode and tail of that frame;\nbound: frames/s the slower side (edge or server) allows "
-        "when the two work at once"
+        "threads: server/edge torch threads; e2e: p50 ms end to end; overhead: e2e@1 minus the head, encode, "
+        "decode and tail of that frame;\nbound: frames/s the slower side (edge or server) allows when the two "
+        "work at once (components timed in one process with the same threads)"
     )
     return "\n".join(lines)
 

@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         help="torch threads for the head and local models; 0 keeps torch's own default (default: the cores "
-        "this process may use less one, halved when the server is on this machine)",
+        "this process may use, halved when the server is on this machine and frames are pipelined)",
     )
     parser.add_argument("--quiet", action="store_true", help="no per-frame table, only the summary")
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -147,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level, args.log_format)
     try:
-        apply_threads(args.threads, edge_threads(args.server))
+        # The adaptive edge sends one frame at a time; a plain stream pipelines --max-in-flight frames.
+        in_flight = 1 if args.controller != "none" else args.max_in_flight
+        apply_threads(args.threads, edge_threads(args.server, in_flight))
     except ValueError as exc:
         print(f"splitrt-edge: --threads: {exc}", file=sys.stderr)
         return 2
