@@ -27,7 +27,7 @@ def _write(directory: Path, stem: str, cert: x509.Certificate, key) -> tuple[Pat
 
 def make_ca(directory: Path, name: str):
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name(name))
@@ -46,7 +46,7 @@ def make_ca(directory: Path, name: str):
 def issue(directory: Path, ca, stem: str, server: bool) -> tuple[Path, Path]:
     ca_cert, ca_key, _ = ca
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(_name(stem))

@@ -148,7 +148,10 @@ def run(
         work = Path(tmp)
         request = work / "request.bin"
         request.write_bytes(encoded_request(model, split, codec))
-        base = ["--model", model, "--max-rate", "0", "--log-level", "WARNING"]
+        # Every load client connects from 127.0.0.1, which the server counts as one client: its
+        # per-client queue limit would otherwise refuse most frames of N clients sharing one address.
+        base = ["--model", model, "--max-rate", "0", "--max-queue-per-client", "1024", "--max-queue", "1024"]
+        base += ["--max-queued-total", "2048", "--log-level", "WARNING"]
         servers = {
             label: ServerProcess([*base, *extra], log=work / f"{label}.log") for label, extra in variants.items()
         }

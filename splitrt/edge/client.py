@@ -86,7 +86,8 @@ class SplitClient:
         if on_failure not in ("local", "drop"):
             raise ValueError(f"on_failure must be 'local' or 'drop', not {on_failure!r}")
         spec = model if isinstance(model, ModelSpec) else parse_model_flag(model, weights, model_options)
-        check_names(spec.arch, split, codec)  # a typo fails now, not after the model is built
+        if spec.card is None:  # a card's branches are its own; the catalogue knows the zoo's
+            check_names(spec.arch, split, codec)  # a typo fails now, not after the model is built
         self.pipeline = FramePipeline(spec, split, codec, width, prefilter, prefilter_threshold, device_slowdown)
         #: Hedged frames given up on whose answers may still come (link measurements for the edge).
         self.late_answers = LateAnswers()

@@ -195,6 +195,19 @@ class BottleneckBranch(nn.Module):
             raise SplitError("this bottleneck is not entropy-coded; use a feature codec such as bottleneck-int8-zstd")
 
 
+def detector_classes(detector: nn.Module) -> int:
+    """The class count a torchvision detector predicts (FCOS/RetinaNet/SSD heads, Faster R-CNN's ROI heads)."""
+    head = getattr(detector, "head", None)
+    classification = getattr(head, "classification_head", None)
+    for attribute in ("num_classes", "num_columns"):  # FCOS and RetinaNet; SSD
+        if hasattr(classification, attribute):
+            return int(getattr(classification, attribute))
+    roi_heads = getattr(detector, "roi_heads", None)
+    if roi_heads is not None:
+        return int(roi_heads.box_predictor.cls_score.out_features)
+    raise ValueError(f"cannot tell how many classes {type(detector).__name__} predicts")
+
+
 def branch_key(split: str) -> str:
     """nn.ModuleDict keys cannot hold dots."""
     return split.replace(".", "_").replace("/", "__")
@@ -237,9 +250,31 @@ class BottleneckDetector(DetectionSplitModel):
             from .early_exit import EarlyExit
 
             spec = self._specs[exit_cut][0]
-            head = self.detector.head.classification_head
             size = int(self.detector.transform.min_size[0])
-            self.early_exit = EarlyExit(exit_cut, spec.channels, spec.stride or 8, head.num_classes, size)
+            classes = detector_classes(self.detector)
+            self.early_exit = EarlyExit(exit_cut, spec.channels, spec.stride or 8, classes, size)
+
+    @classmethod
+    def extend(
+        cls,
+        base: DetectionSplitModel,
+        branches: dict[str, BranchConfig],
+        prefilter_cut: str | None = None,
+        exit_cut: str | None = None,
+    ) -> BottleneckDetector:
+        """Any zoo detector with learned parts added (what a model card declares); shares its modules."""
+        return cls(
+            base.name,
+            base.detector,
+            base._stages,
+            base._cuts,
+            base._predict,
+            neck=base._neck,
+            neck_split=base._neck_split or "fpn",
+            branches=branches,
+            prefilter_cut=prefilter_cut,
+            exit_cut=exit_cut,
+        )
 
     @property
     def split_points(self) -> list[str]:

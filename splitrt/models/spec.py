@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from .base import SplitModel
 from .zoo import build_model, list_models
@@ -26,11 +25,22 @@ class ModelSpec:
     options: dict[str, Any] = field(default_factory=dict)
     #: Expected SHA-256 of the weights file; a different file is refused before it is read.
     sha256: str | None = None
+    #: A model card (TOML): the zoo architecture plus its branches, prefilter and exit, and weights.
+    card: str | None = None
 
     def build(self) -> SplitModel:
-        if self.sha256 is not None:
-            check_file_digest(self.weights, self.sha256)
-        model = build_model(self.arch, weights=self.weights, **self.options)
+        if self.card is not None:
+            from .card import load_card
+
+            card = load_card(self.card)
+            weights = self.weights if self.weights is not None else card.weights
+            if self.sha256 is not None:
+                check_file_digest(None if weights is None else str(weights), self.sha256)
+            model = card.build(weights if weights is not None else "random")
+        else:
+            if self.sha256 is not None:
+                check_file_digest(self.weights, self.sha256)
+            model = build_model(self.arch, weights=self.weights, **self.options)
         model.name = self.name
         return model
 
@@ -44,13 +54,23 @@ def check_file_digest(path: str | None, expected: str) -> None:
 
 
 def parse_model_flag(text: str, weights: str | None = None, options: dict[str, Any] | None = None) -> ModelSpec:
-    """``ARCH`` or ``NAME=ARCH`` as given on the command line."""
+    """``ARCH``, ``NAME=ARCH``, or a model card ``CARD.toml`` / ``NAME=CARD.toml``, as given on the command line."""
     name, sep, arch = text.partition("=")
     if not sep:
         arch = name
+    if arch.endswith(".toml"):
+        return card_spec(arch, name if sep else None, weights)
     if arch not in list_models():
         raise ValueError(f"unknown model architecture {arch!r}; choose one of {', '.join(list_models())}")
     return ModelSpec(name=name, arch=arch, weights=weights, options=dict(options or {}))
+
+
+def card_spec(card: str | Path, name: str | None = None, weights: str | None = None) -> ModelSpec:
+    """A spec served from a model card; its name is the card's unless given."""
+    from .card import load_card
+
+    loaded = load_card(card)
+    return ModelSpec(name or loaded.name, loaded.arch, weights, card=str(Path(card).resolve()))
 
 
 def parse_options(pairs: list[str]) -> dict[str, Any]:
@@ -79,6 +99,14 @@ def load_config(path: str | Path) -> list[ModelSpec]:
         raise ValueError(f"{path}: expected one or more [[models]] tables")
     specs = []
     for i, entry in enumerate(entries):
+        if "card" in entry:
+            card = path.parent / entry["card"]
+            weights = entry.get("weights")
+            weights = str((path.parent / weights).resolve()) if weights is not None else None
+            spec = card_spec(card, entry.get("name"), weights)
+            spec.sha256 = entry.get("sha256")
+            specs.append(spec)
+            continue
         if "name" not in entry:
             raise ValueError(f"{path}: models[{i}] has no name")
         arch = entry.get("arch", entry["name"])

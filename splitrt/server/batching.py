@@ -70,7 +70,7 @@ class TailBatcher:
                 self._arrived.clear()
                 try:
                     await asyncio.wait_for(self._arrived.wait(), wait)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
             batch = self._take(split)
             try:
