@@ -16,6 +16,7 @@ from .bench import commands as bench_commands
 from .channel import commands as channel_commands
 from .defaults import DEMO_CODEC, DEMO_MODEL, DEMO_SPLIT
 from .edge import commands as edge_commands
+from .models import commands as model_commands
 from .server import commands as server_commands
 from .train import commands as train_commands
 
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     edge_commands.register_export(exports)
     server_commands.register_export(exports)
     channel_commands.register(commands)
+    model_commands.register(commands)
     return parser
 
 
