@@ -156,3 +156,70 @@ def test_card_model_round_trips_over_a_real_server_and_refuses_other_weights(car
                 client.detect(image)
     finally:
         assert stop_server(server) == 0
+
+
+def _tiny_coco(folder, count: int, seed: int) -> None:
+    """A COCO-format folder as a user would bring: images/ and an annotations JSON, squares and discs."""
+    import json
+
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    (folder / "images").mkdir(parents=True)
+    images, annotations = [], []
+    for i in range(count):
+        image = Image.new("RGB", (128, 128), tuple(int(c) for c in rng.integers(0, 80, 3)))
+        draw = ImageDraw.Draw(image)
+        for _ in range(2):
+            x, y, size = (int(v) for v in rng.integers(8, 80, 3))
+            size = max(16, size // 2)
+            label = int(rng.integers(1, 3))
+            (draw.ellipse if label == 1 else draw.rectangle)([x, y, x + size, y + size], fill=(230, 200, 40))
+            annotations.append(
+                {"id": len(annotations) + 1, "image_id": i + 1, "category_id": label,
+                 "bbox": [x, y, size, size], "area": size * size, "iscrowd": 0}
+            )  # fmt: skip
+        image.save(folder / "images" / f"{i}.png")
+        images.append({"id": i + 1, "file_name": f"{i}.png", "width": 128, "height": 128})
+    categories = [{"id": 1, "name": "circle"}, {"id": 2, "name": "square"}]
+    (folder / "annotations.json").write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": categories})
+    )
+
+
+def test_a_card_trains_on_a_coco_folder_then_serves(card_path, tmp_path):
+    """The user's path: a card and a COCO folder -> `train teacher` -> `train bottleneck` -> serve the new card."""
+    from splitrt.cli import main
+
+    _tiny_coco(tmp_path / "train", 6, seed=1)
+    _tiny_coco(tmp_path / "val", 3, seed=2)
+    data = ["--data", str(tmp_path / "train" / "annotations.json")]
+    teacher_out = tmp_path / "teacher"
+    assert main(["train", "teacher", "--model-card", str(card_path), *data, "--steps", "2", "--batch-size", "2",
+                 "--val-data", str(tmp_path / "val" / "annotations.json"), "--out", str(teacher_out)]) == 0  # fmt: skip
+    teacher_card = teacher_out / "tiny_rcnn.toml"
+    assert load_card(teacher_card).weights == (teacher_out / "teacher.safetensors").resolve()
+    out = tmp_path / "bottleneck"
+    assert main(["train", "bottleneck", "--model-card", str(teacher_card), *data, "--split", "features.6/eb1",
+                 "--steps", "2", "--batch-size", "2", "--out", str(out)]) == 0  # fmt: skip
+    trained_card = out / "tiny_rcnn.toml"
+    log = (out / "distill-log.jsonl").read_text()
+    assert '"split": "features.6/eb1"' in log and '"done": true' in log
+    config = tmp_path / "models.toml"
+    config.write_text(f'[[models]]\ncard = "{trained_card}"\n')
+    server = start_server(config, tmp_path / "server.log")
+    try:
+        reference = load_card(trained_card).build()
+        image = _image(3)
+        with splitrt.connect(server.address, str(trained_card), split="features.6/eb1", codec="entropy") as client:
+            got = client.detect(image)
+        tensor = torch.from_numpy(image).permute(2, 0, 1).float() / 255
+        with torch.inference_mode():
+            features, meta = reference.head(tensor, "features.6/eb1")
+            coder = get_codec("entropy", reference, "features.6/eb1")
+            decoded = coder.decode(coder.encode(features), reference.payload_limits("features.6/eb1", meta))
+            expected = reference.tail(OrderedDict(decoded), meta, "features.6/eb1")
+        assert got.mode == "split", got.note
+        np.testing.assert_allclose(got.boxes, expected["boxes"].numpy(), atol=1e-3)
+    finally:
+        assert stop_server(server) == 0

@@ -98,3 +98,25 @@ class CocoDetection(Dataset):
 def collate(batch):
     images, targets = zip(*batch)
     return list(images), list(targets)
+
+
+#: The synthetic world's name for ``--data``.
+SHAPES = "shapes"
+
+
+def open_dataset(
+    data: str, split: str, count: int | None = None, seed: int = 0, images: str | Path | None = None
+) -> Dataset:
+    """``--data``: ``shapes`` (the synthetic world; ``split`` picks train/val/test) or a COCO-format
+    annotation JSON, its images in ``images`` (default: an ``images/`` folder beside it, else its folder)."""
+    if data == SHAPES:
+        return ShapesDetection(split, count, seed=seed)
+    path = Path(data)
+    if path.suffix != ".json":
+        raise ValueError(f"--data {data!r}: give 'shapes' or a COCO-format annotations .json file")
+    if not path.is_file():
+        raise FileNotFoundError(f"--data: COCO annotation file {path} does not exist")
+    folder = Path(images) if images is not None else (path.parent / "images")
+    if images is None and not folder.is_dir():
+        folder = path.parent
+    return CocoDetection(folder, path, count)

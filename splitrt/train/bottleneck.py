@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..data.datasets import ShapesDetection, collate
+from ..data.datasets import SHAPES, collate, open_dataset
 from ..models import build_model
 from ..models.bottleneck import BottleneckDetector
 from . import checkpoint
@@ -28,9 +28,12 @@ from . import checkpoint
 LAMBDAS = {"eb1": 2.0, "eb2": 8.0, "eb3": 32.0, "slim": 8.0}
 
 
-def train_loader(batch_size: int, data_seed: int, shuffle_seed: int, count: int = 6000) -> DataLoader:
+def train_loader(
+    batch_size: int, data_seed: int, shuffle_seed: int, count: int = 6000, data: str = SHAPES
+) -> DataLoader:
+    """Training images of ``data`` (the shapes world, or a COCO-format JSON), shuffled reproducibly."""
     return DataLoader(
-        ShapesDetection("train", count, seed=data_seed),
+        open_dataset(data, "train", count, seed=data_seed),
         batch_size=batch_size,
         shuffle=True,
         collate_fn=collate,
@@ -70,6 +73,8 @@ def distill_branch(
     log: checkpoint.JsonLog | None = None,
     seed: int = 0,
     train_student: bool = False,
+    data: str = SHAPES,
+    lam: float | None = None,
 ) -> dict[str, float]:
     """Train one branch; with ``train_student`` the copied teacher layers on the edge are fine-tuned too.
 
@@ -81,7 +86,9 @@ def distill_branch(
     for p in branch.student.parameters():
         p.requires_grad_(train_student)
     teacher_prefix = model.teacher_prefix(branch.config.cut).eval()
-    lam = lambda_for(split)
+    lam = lam if lam is not None else lambda_for(split)
+    if branch.entropy_bottleneck is not None and lam is None:
+        raise ValueError(f"branch {split!r} is entropy-coded: give it a lambda (in its model card)")
     entropy = branch.entropy_bottleneck
     main_params = [p for n, p in branch.named_parameters() if not n.endswith(".quantiles") and p.requires_grad]
     optimizer = torch.optim.Adam(main_params, lr=lr)
@@ -89,7 +96,7 @@ def distill_branch(
         optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))
     )
     aux_optimizer = torch.optim.Adam([entropy.quantiles], lr=1e-3) if entropy is not None else None
-    loader = train_loader(batch_size, seed, seed + 1, train_count)
+    loader = train_loader(batch_size, seed, seed + 1, train_count, data)
     branch.train()
     if not train_student:
         branch.student.eval()
@@ -140,41 +147,63 @@ def distill_branch(
 
 
 def train_bottlenecks(
-    teacher: Path,
+    teacher: Path | None,
     out: Path,
     splits: list[str] | None = None,
     steps: int = 1500,
     batch_size: int = 16,
     lr: float = 1e-3,
     finetune_steps: int = 0,
+    card: Path | None = None,
+    data: str = SHAPES,
+    train_count: int = 6000,
 ) -> Path:
-    """Distil the requested branches (default: every fixed-width one) on top of ``teacher``.
+    """Distil the requested branches (default: every fixed-width one) on top of a teacher.
 
-    Writes the whole model (teacher + branches + prefilter) to ``out/shapes_fcos.safetensors``,
-    keeping branches an earlier run already trained there.
+    The model is shapes_fcos, or the one a model ``card`` declares (its teacher: ``teacher``, else
+    the card's own weights).  Writes the whole model (teacher + branches + other parts) to
+    ``out/<name>.safetensors`` (and, for a card, ``out/<name>.toml`` pointing at it), keeping
+    branches an earlier run already trained there.
     """
-    model = build_model("shapes_fcos", weights="random")
-    out.mkdir(parents=True, exist_ok=True)
-    existing = out / "shapes_fcos.safetensors"
-    if existing.is_file():  # keep branches trained earlier; train only those asked for now
-        from ..models.zoo import load_weights
+    from ..models.zoo import load_weights, save_weights
 
+    loaded_card = None
+    if card is not None:
+        from ..models.card import load_card
+
+        loaded_card = load_card(card)
+        model = loaded_card.build("random")
+        teacher = teacher if teacher is not None else loaded_card.weights
+        if teacher is None:
+            raise ValueError(f"model card {card} names no weights: give the teacher's with --teacher")
+        if finetune_steps and "FCOS" not in type(model.detector).__name__:
+            raise ValueError("--finetune-steps uses FCOS's own losses; this card's detector is not an FCOS")
+    else:
+        model = build_model("shapes_fcos", weights="random")
+    out.mkdir(parents=True, exist_ok=True)
+    existing = out / f"{model.name}.safetensors"
+    if existing.is_file():  # keep branches trained earlier; train only those asked for now
         load_weights(model, existing)
-    checkpoint.load_detector(model, teacher)  # the teacher asked for wins over one saved earlier
+    checkpoint.load_detector(model, Path(teacher))  # the teacher asked for wins over one saved earlier
     for p in model.detector.parameters():
         p.requires_grad_(False)
     log = checkpoint.JsonLog(out / "distill-log.jsonl")
     for split in splits or [s for s in model.branch_splits if not model.branch(s).slimmable]:
         branch = model.branch(split)
         branch.student.load_state_dict(model.teacher_prefix(branch.config.cut).state_dict())
-        final = distill_branch(model, split, steps, batch_size, lr, log=log) if steps else {}
+        lam = loaded_card.lambda_for(split) if loaded_card is not None else None
+        final = (
+            distill_branch(model, split, steps, batch_size, lr, train_count, log=log, data=data, lam=lam)
+            if steps
+            else {}
+        )
         if finetune_steps:
             final.update(detection_finetune(model, split, finetune_steps, log=log))
         log.write(split=split, done=True, **final)
         model.update()
-        from ..models.zoo import save_weights
-
         save_weights(model, existing)  # after each branch, so an interrupted run keeps what it finished
+        if loaded_card is not None:
+            loaded_card.with_weights(existing).save(out / f"{model.name}.toml")
     log.close()
     return existing
 

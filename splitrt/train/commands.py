@@ -18,10 +18,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     teacher.add_argument("--batch-size", type=int, default=8, help="images per step (default: %(default)s)")
     teacher.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: %(default)s)")
     teacher.add_argument("--train-count", type=int, default=6000, help="training images (default: %(default)s)")
+    _data_flags(teacher)
+    teacher.add_argument(
+        "--val-data", help="COCO-format JSON to measure mAP on (default: the shapes val split for --data shapes)"
+    )
     teacher.set_defaults(handler=_teacher)
 
     bottleneck = trainers.add_parser("bottleneck", help="distil the bottleneck branches of shapes_fcos from a teacher")
-    bottleneck.add_argument("--teacher", default="runs/teacher/teacher.safetensors", help="teacher weights")
+    bottleneck.add_argument(
+        "--teacher",
+        help="teacher weights (default: runs/teacher/teacher.safetensors, or the card's weights with --model-card)",
+    )
     bottleneck.add_argument("--out", default="runs/bottleneck", help="output folder (default: %(default)s)")
     bottleneck.add_argument("--split", action="append", help="branch to train, e.g. features.6/eb2 (default: all)")
     bottleneck.add_argument("--steps", type=int, default=1500, help="steps per branch (default: %(default)s)")
@@ -29,6 +36,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     bottleneck.add_argument(
         "--finetune-steps", type=int, default=0, help="second stage on the detection loss, steps per branch"
     )
+    bottleneck.add_argument("--train-count", type=int, default=6000, help="training images (default: %(default)s)")
+    _data_flags(bottleneck)
     bottleneck.set_defaults(handler=_bottleneck)
 
     slim = trainers.add_parser("slimmable", help="distil the slimmable bottleneck (sandwich rule, entropy-coded)")
@@ -60,21 +69,50 @@ def register(commands: argparse._SubParsersAction) -> None:
     early_exit.set_defaults(handler=_exit)
 
 
+def _data_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data",
+        default="shapes",
+        help="training data: 'shapes' (the synthetic world) or a COCO-format annotations .json, its images in "
+        "an images/ folder beside it (default: %(default)s)",
+    )
+    parser.add_argument("--model-card", help="train the detector / branches a model card declares (TOML)")
+
+
 def _teacher(args: argparse.Namespace) -> int:
     from .teacher import train_teacher
 
     metrics = train_teacher(
-        Path(args.out), steps=args.steps, batch_size=args.batch_size, lr=args.lr, train_count=args.train_count
+        Path(args.out),
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        train_count=args.train_count,
+        card=Path(args.model_card) if args.model_card else None,
+        data=args.data,
+        val_data=args.val_data,
     )
-    print(f"teacher val mAP@[.5:.95] {metrics['map']:.1f}  mAP@.5 {metrics['map50']:.1f}  -> {args.out}")
+    if metrics:
+        print(f"teacher val mAP@[.5:.95] {metrics['map']:.1f}  mAP@.5 {metrics['map50']:.1f}  -> {args.out}")
+    else:
+        print(f"teacher -> {args.out} (no --val-data: mAP not measured)")
     return 0
 
 
 def _bottleneck(args: argparse.Namespace) -> int:
     from .bottleneck import train_bottlenecks
 
+    teacher = args.teacher or (None if args.model_card else "runs/teacher/teacher.safetensors")
     path = train_bottlenecks(
-        Path(args.teacher), Path(args.out), args.split, args.steps, args.batch_size, finetune_steps=args.finetune_steps
+        Path(teacher) if teacher else None,
+        Path(args.out),
+        args.split,
+        args.steps,
+        args.batch_size,
+        finetune_steps=args.finetune_steps,
+        card=Path(args.model_card) if args.model_card else None,
+        data=args.data,
+        train_count=args.train_count,
     )
     print(f"bottlenecks written to {path}")
     return 0

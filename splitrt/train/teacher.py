@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..data.datasets import ShapesDetection, collate
+from ..data.datasets import SHAPES, collate, open_dataset
 from ..models import build_model
 from ..models.zoo import save_weights
 from . import checkpoint
@@ -38,10 +38,26 @@ def train_teacher(
     val_count: int = 200,
     checkpoint_every: int = 100,
     seed: int = 0,
+    card: Path | None = None,
+    data: str = SHAPES,
+    val_data: str | None = None,
 ) -> dict[str, float]:
-    """Train from scratch (or resume from ``out/last.*``); writes ``out/teacher.safetensors``."""
+    """Train (or resume from ``out/last.*``); writes ``out/teacher.safetensors``.
+
+    ``arch`` from scratch, or the detector of a model ``card``, fine-tuned from the card's weights
+    when it has some (e.g. imported torchvision COCO weights), on ``data`` (the shapes world or a
+    COCO-format JSON).  mAP is measured on ``val_data`` (shapes: its own val split); a card also
+    gets ``out/<name>.toml`` pointing at the new weights.
+    """
     torch.manual_seed(seed)
-    model = build_model(arch, weights="random")
+    loaded_card = None
+    if card is not None:
+        from ..models.card import load_card
+
+        loaded_card = load_card(card)
+        model = loaded_card.build(loaded_card.weights if loaded_card.weights is not None else "random")
+    else:
+        model = build_model(arch, weights="random")
     detector = model.detector.train()
     optimizer = torch.optim.AdamW(detector.parameters(), lr=lr, weight_decay=1e-4)
     warmup = min(300, steps // 10)
@@ -51,10 +67,10 @@ def train_teacher(
     )
     start = checkpoint.resume(out, model, optimizer, scheduler, load=checkpoint.load_detector)
     log = checkpoint.JsonLog(out / "train-log.jsonl")
-    data = ShapesDetection("train", train_count, seed=seed)
+    dataset = open_dataset(data, "train", train_count, seed=seed)
     generator = torch.Generator().manual_seed(seed + start)
     loader = DataLoader(
-        data, batch_size=batch_size, shuffle=True, collate_fn=collate, drop_last=True, generator=generator
+        dataset, batch_size=batch_size, shuffle=True, collate_fn=collate, drop_last=True, generator=generator
     )
     step = start
     bar = tqdm(total=steps, initial=start, desc="train teacher", unit="step")
@@ -85,9 +101,15 @@ def train_teacher(
                 checkpoint.save(out, model, optimizer, scheduler, step)
     bar.close()
     model.eval()
-    val = ShapesDetection("val", val_count, seed=seed)
-    metrics = detection_map(lambda i: model.full(val[i][0]), val, desc="val mAP")
-    save_weights(model, out / "teacher.safetensors")
+    val_source = val_data or (SHAPES if data == SHAPES else None)
+    metrics: dict[str, float] = {}
+    if val_source is not None:  # never the training images
+        val = open_dataset(val_source, "val", val_count, seed=seed)
+        metrics = detection_map(lambda i: model.full(val[i][0]), val, desc="val mAP")
+    weights = out / "teacher.safetensors"
+    save_weights(model, weights)
+    if loaded_card is not None:
+        loaded_card.with_weights(weights).save(out / f"{model.name}.toml")
     log.write(step=step, val=metrics)
     log.close()
     return metrics
