@@ -26,13 +26,17 @@ def _same(a: dict, b: dict) -> bool:
 def test_the_exit_from_the_heads_tensor_equals_the_exit_from_the_image(model):
     image = ShapesDetection("val", 1)[0][0]
     with torch.inference_mode():
-        features, meta, cut = model.head_keeping_cut(image, "features.6/eb2")
-        assert torch.equal(features["y"], model.head(image, "features.6/eb2")[0]["y"])  # the same head
-        assert cut is not None and cut.shape[1] == 40
-        assert _same(model.exit_from_cut(cut, meta), model.exit_detect(image))
-        # heads that do not pass through the exit's input keep nothing
-        assert model.head_keeping_cut(image, "features.3/eb2")[2] is None
-        assert model.head_keeping_cut(image, "input")[2] is None
+        head = model.run_head(image, "features.6/eb2", keep_cut=True)
+        assert torch.equal(head.features["y"], model.head(image, "features.6/eb2")[0]["y"])  # the same head
+        assert head.cut is not None and head.cut.shape[1] == 40
+        assert _same(model.exit_from_cut(head.cut, head.meta), model.exit_detect(image))
+        # heads that do not pass through the exit's input keep nothing, nor does a head not asked to
+        assert model.run_head(image, "features.3/eb2", keep_cut=True).cut is None
+        assert model.run_head(image, "input", keep_cut=True).cut is None
+        assert model.run_head(image, "features.6/eb2").cut is None
+        # the prefilter and the exit's input from the same pass
+        both = model.run_head(image, "features.6/eb2", prefilter=0.0, keep_cut=True)
+        assert torch.equal(both.cut, head.cut) and both.score is not None
 
 
 def test_the_shipped_exit_detects_on_images_training_never_saw(model):

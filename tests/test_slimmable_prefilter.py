@@ -173,11 +173,11 @@ def test_prefilter_shares_the_heads_layers_and_gives_the_same_answers():
     with torch.inference_mode():
         alone = model.prefilter_score(image)
         (features, meta) = model.head(image, "features.6/eb2")
-        score, shared = model.head_with_prefilter(image, "features.6/eb2", threshold=0.0)
-        assert score == pytest.approx(alone, abs=1e-6)
-        assert torch.equal(shared[0]["y"], features["y"]) and shared[1] == meta
-        rejected_score, nothing = model.head_with_prefilter(image, "features.6/eb2", threshold=1.01)
-        assert nothing is None and rejected_score == pytest.approx(alone, abs=1e-6)
+        shared = model.run_head(image, "features.6/eb2", prefilter=0.0)
+        assert shared.score == pytest.approx(alone, abs=1e-6)
+        assert torch.equal(shared.features["y"], features["y"]) and shared.meta == meta
+        rejected = model.run_head(image, "features.6/eb2", prefilter=1.01)
+        assert not rejected.kept and rejected.score == pytest.approx(alone, abs=1e-6)
         # a split whose head does not pass through the prefilter's input runs them one after the other
-        score3, (features3, _) = model.head_with_prefilter(image, "features.3/eb2", threshold=0.0)
-        assert score3 == pytest.approx(alone, abs=1e-6) and features3["y"].shape[1] == 16
+        third = model.run_head(image, "features.3/eb2", prefilter=0.0)
+        assert third.score == pytest.approx(alone, abs=1e-6) and third.features["y"].shape[1] == 16

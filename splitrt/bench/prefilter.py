@@ -44,7 +44,7 @@ def run(count: int, split: str, codec_name: str, threshold: float | None = None)
         head_ms.append((time.perf_counter() - began) * 1e3)
         # What the edge runs: prefilter and head in one pass (threshold 0 so the head always completes).
         began = time.perf_counter()
-        model.head_with_prefilter(image, split, threshold=0.0)
+        model.run_head(image, split, prefilter=0.0)
         shared_ms.append((time.perf_counter() - began) * 1e3)
         payload = codec.encode(features)
         out = model.tail(codec.decode(payload), meta, split)

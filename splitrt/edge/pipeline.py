@@ -176,20 +176,11 @@ class FramePipeline:
         tensor = to_image_tensor(image)
         result = FrameResult(frame_id, self.mode, self.split, self.codec.name, 0, width=self.width)
         with torch.inference_mode():
-            head_output = None  # (features, meta, the early exit's input when the head passed through it)
-            if self.prefilter:
-                threshold = self.prefilter_threshold
-                threshold = float(self.model.prefilter.threshold) if threshold is None else threshold
-                if self.codec.kind == "local":
-                    score = self.model.prefilter_score(tensor)
-                else:  # one pass over the layers the head and the prefilter share
-                    score, head_output = self.model.prefiltered_head(tensor, self.split, threshold)
-                result.prefilter_score = score
+            if self.prefilter and self.codec.kind == "local":  # no head: the prefilter alone
+                threshold = self._prefilter_threshold()
+                score = result.prefilter_score = self.model.prefilter_score(tensor)
                 if score < threshold:
-                    result.mode, result.note = "prefiltered", f"prefilter score {score:.3f} < threshold {threshold:.3f}"
-                    result.timings_ms = {"prefilter": _ms(started), "total": _ms(started)}
-                    self.counters["prefiltered"] += 1
-                    return result_from_outputs(result, _EMPTY_DETECTIONS)
+                    return self._prefiltered(result, score, threshold, started)
             if self.codec.kind == "local":
                 outputs = self.run_local_model(tensor)
                 self.stretch(started, local=True)
@@ -197,14 +188,16 @@ class FramePipeline:
                 result.split = "local"
                 self.counters["local"] += 1
                 return result_from_outputs(result, outputs)
-            if head_output is None:
-                if hasattr(self.model, "head_keeping_cut"):
-                    head_output = self.model.head_keeping_cut(tensor, self.split)
-                else:
-                    head_output = (*self.model.head(tensor, self.split), None)
-            features, meta, cut_features = head_output
-            # Kept for a hedged frame's early exit, which then needs only its own layers.
-            cut = (cut_features, meta) if cut_features is not None and self.local_exit else None
+            threshold = self._prefilter_threshold() if self.prefilter else None
+            # One pass over the layers head, prefilter and early exit share; the exit's input is kept
+            # for a hedged frame, whose exit then needs only its own layers.
+            head = self.model.run_head(tensor, self.split, prefilter=threshold, keep_cut=self.local_exit)
+            if threshold is not None:
+                result.prefilter_score = head.score
+                if not head.kept:
+                    return self._prefiltered(result, head.score, threshold, started)
+            features, meta = head.features, head.meta
+            cut = (head.cut, meta) if head.cut is not None else None
         head_done = time.perf_counter()
         payload = self.codec.encode(features)
         self.stretch(started)
@@ -223,6 +216,17 @@ class FramePipeline:
         result.wire_bytes = len(payload)
         result.timings_ms = {"head": (head_done - started) * 1e3, "encode": (encoded - head_done) * 1e3}
         return PendingFrame(result, request, tensor, started, cut=cut)
+
+    def _prefilter_threshold(self) -> float:
+        threshold = self.prefilter_threshold
+        return float(self.model.prefilter.threshold) if threshold is None else threshold
+
+    def _prefiltered(self, result: FrameResult, score: float, threshold: float, started: float) -> FrameResult:
+        result.prefilter_score = score
+        result.mode, result.note = "prefiltered", f"prefilter score {score:.3f} < threshold {threshold:.3f}"
+        result.timings_ms = {"prefilter": _ms(started), "total": _ms(started)}
+        self.counters["prefiltered"] += 1
+        return result_from_outputs(result, _EMPTY_DETECTIONS)
 
     def run_locally(self, item: PendingFrame, reason: str) -> FrameResult:
         began = time.perf_counter()

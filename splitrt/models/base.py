@@ -48,6 +48,23 @@ class FeatureSpec:
     stride: float | None = None
 
 
+@dataclass
+class HeadResult:
+    """What the edge's head produced for one frame (`SplitModel.run_head`)."""
+
+    #: What crosses the network at the split; None when the prefilter dropped the frame.
+    features: OrderedDict[str, Tensor] | None
+    meta: FrameMeta | None
+    #: The prefilter's score, when a prefilter threshold was given.
+    score: float | None = None
+    #: The tensor at the early exit's cut, when asked for and the head passed through it on the way.
+    cut: Tensor | None = None
+
+    @property
+    def kept(self) -> bool:
+        return self.features is not None
+
+
 class SplitModel(ABC, nn.Module):
     """A network that can be cut at named points into head and tail.
 
@@ -69,6 +86,19 @@ class SplitModel(ABC, nn.Module):
     @abstractmethod
     def split_points(self) -> list[str]:
         """Split points from the earliest (``input``) to the latest."""
+
+    def run_head(
+        self, image: Tensor, split: str, prefilter: float | bool | None = None, keep_cut: bool = False
+    ) -> HeadResult:
+        """The edge's one entry point: the head at ``split``, behind the prefilter when ``prefilter`` is a
+        threshold (True: the calibrated one), keeping the early exit's input when ``keep_cut``.
+
+        Models with learned parts share layers between them (one pass); a plain model has no prefilter.
+        """
+        if prefilter is not None and prefilter is not False:
+            raise SplitError(f"model {self.name!r} has no prefilter")
+        features, meta = self.head(image, split)
+        return HeadResult(features, meta)
 
     @abstractmethod
     def head(self, image: Tensor, split: str) -> tuple[OrderedDict[str, Tensor], FrameMeta]:

@@ -20,7 +20,7 @@ with warnings.catch_warnings():  # compressai's import warns about torch.jit.scr
     from compressai.entropy_models.entropy_models import EntropyModel
 
 from . import safe_rans
-from .base import INPUT_SPLIT, FeatureSpec, FrameMeta, SplitError
+from .base import INPUT_SPLIT, FeatureSpec, FrameMeta, HeadResult, SplitError
 from .detection import DetectionSplitModel, shape_only_images
 from .stages import Stage
 
@@ -356,14 +356,37 @@ class BottleneckDetector(DetectionSplitModel):
             cached[1][(split, cut)] = same
         return cached[1][(split, cut)]
 
-    # -- the early exit ---------------------------------------------------------------------------
-    def head_keeping_cut(self, image: Tensor, split: str) -> tuple[OrderedDict[str, Tensor], FrameMeta, Tensor | None]:
-        """The head's output and, when the head passes through it, the early exit's input (else None)."""
+    # -- the head, the prefilter and the early exit ---------------------------------------------------
+    def run_head(
+        self, image: Tensor, split: str, prefilter: float | bool | None = None, keep_cut: bool = False
+    ) -> HeadResult:
+        """One pass over the layers the head, the prefilter and the early exit share (see `SplitModel`)."""
+        if prefilter is None or prefilter is False:  # (0.0 is a threshold)
+            if split == INPUT_SPLIT:
+                return HeadResult(*self.head(image, split))
+            features, meta, cut = self._head_keeping_cut(*self.preprocess(image), split)
+            return HeadResult(features, meta, cut=cut if keep_cut else None)
+        if self.prefilter is None:
+            raise SplitError(f"model {self.name!r} has no prefilter")
+        threshold = float(self.prefilter.threshold) if prefilter is True else float(prefilter)
+        batch, meta = self.preprocess(image)
+        if self.shares_prefilter_input(split):
+            branch = self.branch(split)
+            cut_features = branch.student(batch)
+            score = self._score(cut_features)
+            if score < threshold:
+                return HeadResult(None, None, score)
+            exit_input = cut_features if keep_cut and self._exit_reads(split) else None
+            return HeadResult(OrderedDict([(LATENT, branch.latent(cut_features, None))]), meta, score, exit_input)
+        score = self._score(self.prefilter_features(batch))
+        if score < threshold:
+            return HeadResult(None, None, score)
         if split == INPUT_SPLIT:
-            return (*self.head(image, split), None)
-        return self._batch_head_keeping_cut(*self.preprocess(image), split)
+            return HeadResult(*self.head(image, split), score)
+        features, meta, cut = self._head_keeping_cut(batch, meta, split)
+        return HeadResult(features, meta, score, cut if keep_cut else None)
 
-    def _batch_head_keeping_cut(
+    def _head_keeping_cut(
         self, batch: Tensor, meta: FrameMeta, split: str
     ) -> tuple[OrderedDict[str, Tensor], FrameMeta, Tensor | None]:
         if not self._exit_reads(split):
@@ -386,39 +409,6 @@ class BottleneckDetector(DetectionSplitModel):
             raise SplitError(f"model {self.name!r} has no early exit")
         batch, meta = self.preprocess(image)
         return self.exit_from_cut(self.teacher_prefix(self.early_exit.cut)(batch), meta)
-
-    def head_with_prefilter(
-        self, image: Tensor, split: str, threshold: float | None = None
-    ) -> tuple[float, tuple[OrderedDict[str, Tensor], FrameMeta] | None]:
-        """Prefilter score and, if the frame is kept, the head's output; one pass over the shared layers.
-
-        Where the split's head does not pass through the prefilter's input the two run separately.
-        """
-        score, kept = self.prefiltered_head(image, split, threshold)
-        return score, None if kept is None else kept[:2]
-
-    def prefiltered_head(
-        self, image: Tensor, split: str, threshold: float | None = None
-    ) -> tuple[float, tuple[OrderedDict[str, Tensor], FrameMeta, Tensor | None] | None]:
-        """``head_with_prefilter``, keeping the early exit's input too when the head passed through it."""
-        if self.prefilter is None:
-            raise SplitError(f"model {self.name!r} has no prefilter")
-        threshold = float(self.prefilter.threshold) if threshold is None else threshold
-        batch, meta = self.preprocess(image)
-        if self.shares_prefilter_input(split):
-            branch = self.branch(split)
-            cut_features = branch.student(batch)
-            score = self._score(cut_features)
-            if score < threshold:
-                return score, None
-            exit_input = cut_features if self._exit_reads(split) else None
-            return score, (OrderedDict([(LATENT, branch.latent(cut_features, None))]), meta, exit_input)
-        score = self._score(self.prefilter_features(batch))
-        if score < threshold:
-            return score, None
-        if split == INPUT_SPLIT:
-            return score, (*self.head(image, split), None)
-        return score, self._batch_head_keeping_cut(batch, meta, split)
 
     def _exit_reads(self, split: str) -> bool:
         return self.early_exit is not None and self.shares_cut(split, self.early_exit.cut)
