@@ -183,7 +183,7 @@ def test_hedged_frame_keeps_the_servers_answer_when_it_comes_in_time(server):
 
     with splitrt.connect(server.address, "shapes=shapes_fcos", split="features.6/eb2", codec="entropy") as client:
         client.wait_ready(60)
-        client.local_input_size = 80
+        client.use_local(80)
         result = client.detect(_shapes_image(), answer_by=time.perf_counter() + 30.0, hedge=True)
         assert result.mode == "split" and result.error is None
         assert result.note == "hedged: the server answered first"
@@ -198,7 +198,7 @@ def test_hedged_frame_to_a_dead_server_delivers_the_local_result():
 
     dead = f"127.0.0.1:{free_port()}"
     with splitrt.connect(dead, "shapes_fcos", split="features.6/eb2", codec="entropy") as client:
-        client.local_input_size = 112
+        client.use_local(112)
         result = client.detect(_shapes_image(), answer_by=time.perf_counter() + 5.0, hedge=True)
         assert result.mode == "fallback" and result.error is None
         assert result.note.startswith("hedged: UNAVAILABLE")  # why the server's answer is missing
@@ -212,7 +212,7 @@ def test_hedged_frame_past_its_deadline_still_measures_the_link(server):
 
     with proxy_process(server.address, "--mbps", "8", "--outage", "0:0.6", "--outage-mode", "stall") as address:
         with splitrt.connect(address, "shapes=shapes_fcos", split="features.6/eb2", codec="entropy") as c:
-            c.local_input_size = 80
+            c.use_local(80)
             result = c.detect(_shapes_image(), answer_by=time.perf_counter() + 0.2, hedge=True)
             assert result.mode == "fallback" and "no answer by the deadline" in result.note
             assert result.boxes is not None
