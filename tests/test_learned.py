@@ -55,7 +55,7 @@ def test_entropy_codec_round_trips_the_quantised_latent(tiny_model):
         payload = codec.encode(features)
         decoded = codec.decode(payload)["y"]
         eb = tiny_model.branch(SPLIT).entropy_bottleneck
-        medians = eb._get_medians().view(1, -1, 1, 1)
+        medians = eb.medians(features["y"].shape[1])
         quantised = torch.round(features["y"] - medians) + medians
     assert isinstance(payload, bytes) and 0 < len(payload) < features["y"].numel() * 4
     torch.testing.assert_close(decoded, quantised, atol=1e-5, rtol=0)
@@ -115,20 +115,51 @@ def test_bounded_rans_decoder_takes_any_bytes_and_checks_lengths():
     model = build_model("shapes_fcos")
     branch = model.branch("features.6/eb2")
     y = torch.randn(1, 24, 7, 9) * 50  # far past the CDFs' support: the encoder clamps, no escapes
-    string = branch.compress(y)
-    decoded = branch.decompress(string, (7, 9), 24)
-    medians = branch._medians(24, 2)
-    expected = safe_rans.clamp_to_support(torch.round(y - medians) + medians, medians, branch.rans_tables())
+    string = branch.compress_latent(y)
+    decoded = branch.decompress_latent(string, (7, 9), 24)
+    medians = branch.entropy_bottleneck.medians(24, 2)
+    expected = safe_rans.clamp_to_support(torch.round(y - medians) + medians, medians, branch.entropy_bottleneck.tables())
     assert torch.allclose(decoded, expected)
-    low, high = branch.rans_tables().length_bounds(24, 63)
+    low, high = branch.entropy_bottleneck.tables().length_bounds(24, 63)
     assert low <= len(string) <= high
     with pytest.raises(safe_rans.RansBoundsError, match="bytes of rANS"):
-        branch.decompress(string[:2], (7, 9), 24)
+        branch.decompress_latent(string[:2], (7, 9), 24)
     rng = random.Random(0)
     for _ in range(300):
         junk = bytes(rng.getrandbits(8) for _ in range(rng.randint(low, min(high, low + 200))))
         try:
-            out = branch.decompress(junk, (7, 9), 24)
+            out = branch.decompress_latent(junk, (7, 9), 24)
         except safe_rans.RansBoundsError:
             continue
         assert torch.isfinite(out).all()
+
+
+def test_branches_follow_the_compressai_contract(tiny_model):
+    """forward -> x_hat + likelihoods; compress -> strings + shape; decompress; update; aux_loss;
+    load_state_dict sizes the CDF buffers to the saved tables."""
+    import copy
+
+    from compressai.models import CompressionModel
+
+    from splitrt.models.bottleneck import BottleneckBranch
+
+    branch = tiny_model.branch(SPLIT)
+    assert isinstance(branch, CompressionModel)
+    image = ShapesDetection("test", 1, size=64)[0][0]
+    batch, _ = tiny_model.preprocess(image)
+    with torch.inference_mode():
+        out = branch(batch)
+        assert out["x_hat"].shape == tiny_model.teacher_prefix(branch.config.cut)(batch).shape
+        assert out["likelihoods"]["y"].shape[1] == branch.config.latent_channels
+        coded = branch.compress(batch)
+        assert len(coded["strings"][0]) == 1 and isinstance(coded["strings"][0][0], bytes)
+        restored = branch.decompress(coded["strings"], coded["shape"])["x_hat"]
+        assert restored.shape == out["x_hat"].shape
+    assert branch.aux_loss().dim() == 0
+    fresh = BottleneckBranch(copy.deepcopy(branch.student), branch.decoder[-1].out_channels, branch.config)
+    assert not fresh.entropy_bottleneck.ready
+    fresh.load_state_dict(branch.state_dict())
+    assert fresh.entropy_bottleneck.ready
+    with torch.inference_mode():
+        again = fresh.eval().decompress(coded["strings"], coded["shape"])["x_hat"]
+    torch.testing.assert_close(again, restored)

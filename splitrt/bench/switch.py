@@ -85,14 +85,11 @@ def reload_costs(model, images: list[torch.Tensor], repeats: int) -> dict[str, A
             image = images[i % len(images)]
             began = time.perf_counter()
             fresh = BottleneckBranch(copy.deepcopy(branch.student), branch.decoder[-1].out_channels, branch.config)
-            state = load_file(str(path))
-            for name in ("_quantized_cdf", "_offset", "_cdf_length"):
-                fresh.entropy_bottleneck._buffers[name] = torch.empty_like(state[f"entropy_bottleneck.{name}"])
-            fresh.load_state_dict(state)
+            fresh.load_state_dict(load_file(str(path)))  # CompressAI's: sizes the CDF buffers to the saved ones
             fresh.eval()
             with torch.inference_mode():
                 images_batch, _ = model.detector.transform([image])
-                fresh.compress(fresh.encode(images_batch.tensors))
+                fresh.compress_latent(fresh.encode(images_batch.tensors))
             costs.append((time.perf_counter() - began) * 1e3)
     return {"reload_and_first_frame_ms": statistics.median(costs)}
 
@@ -145,7 +142,7 @@ else:  # the alternative: one fixed bottleneck per width, all kept loaded
 with torch.inference_mode():
     for branch, width in branches:
         branch.eval()
-        branch.compress(branch.encode(x, width))
+        branch.compress_latent(branch.encode(x, width))
 unique = {id(t): t for b, _ in branches for t in list(b.parameters()) + list(b.buffers())}
 weights = sum(t.numel() * t.element_size() for t in unique.values())
 print((psutil.Process().memory_info().rss - rss_before) / 2**20, weights / 2**20)

@@ -36,14 +36,14 @@ class EntropyCodec(Codec):
         self.branch = _branch(model, split)
         if self.branch.entropy_bottleneck is None:
             raise CodecError(f"split {split!r} is a plain bottleneck; use bottleneck-int8-zstd, not entropy")
-        if self.branch.entropy_bottleneck._quantized_cdf.numel() == 0:
+        if not self.branch.entropy_bottleneck.ready:
             raise CodecError(f"the entropy model of {split!r} has no CDF tables; call update() after training")
 
     def encode(self, features: OrderedDict[str, Tensor]) -> bytes:
         if list(features) != [LATENT]:
             raise CodecError(f"entropy codec encodes the bottleneck latent {LATENT!r}, got {list(features)}")
         y = features[LATENT].detach().to(next(self.branch.parameters()).device)
-        string = self.branch.compress(y)
+        string = self.branch.compress_latent(y)
         return bitstream.pack([(LATENT, tuple(y.shape), string)], compress=False)
 
     def decode(self, payload: bytes, limits: PayloadLimits | None = None) -> OrderedDict[str, Tensor]:
@@ -59,7 +59,7 @@ class EntropyCodec(Codec):
             raise CodecError(f"entropy latent of shape {list(shape)} does not fit this model ([1, {options}, H, W])")
         try:
             with torch.inference_mode():
-                y_hat = self.branch.decompress(string, shape[2:], shape[1])
+                y_hat = self.branch.decompress_latent(string, shape[2:], shape[1])
         except RansBoundsError as exc:
             raise CodecError(f"entropy bitstream refused: {exc}") from None
         return OrderedDict([(LATENT, y_hat.cpu())])

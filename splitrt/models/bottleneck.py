@@ -17,11 +17,11 @@ from torch import Tensor, nn
 
 with warnings.catch_warnings():  # compressai's import warns about torch.jit.script deprecation
     warnings.simplefilter("ignore", FutureWarning)
-    from compressai.entropy_models.entropy_models import EntropyModel
+    from compressai.models import CompressionModel
 
-from . import safe_rans
 from .base import INPUT_SPLIT, FeatureSpec, FrameMeta, HeadResult, SplitError
 from .detection import DetectionSplitModel, shape_only_images
+from .entropy import SliceableEntropyBottleneck
 from .stages import Stage
 
 LATENT = "y"
@@ -43,12 +43,15 @@ def _conv(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2)
 
 
-class BottleneckBranch(nn.Module):
+class BottleneckBranch(CompressionModel):
     """Student copy of the teacher's first stages, an encoder to a narrow latent, and its decoder.
 
     The encoder halves the resolution and narrows the channels; the decoder
     restores the teacher's tensor at the cut, which the teacher's remaining
-    layers then consume unchanged.
+    layers then consume unchanged.  CompressAI's contract: ``forward`` for training
+    (``x_hat`` and ``likelihoods``), ``compress``/``decompress`` for strings and shape,
+    ``update()`` after training, ``aux_loss()``; the codecs use the latent-level
+    ``compress_latent``/``decompress_latent`` (the head computes the latent itself).
     """
 
     def __init__(self, student: nn.Module, in_channels: int, config: BranchConfig) -> None:
@@ -79,11 +82,7 @@ class BottleneckBranch(nn.Module):
         if config.widths:
             # Switchable batch norm: statistics differ with the number of channels sent, weights are shared.
             self.width_norms = nn.ModuleList(nn.BatchNorm2d(h) for _ in config.widths)
-        self.entropy_bottleneck = None
-        if config.entropy:
-            from compressai.entropy_models import EntropyBottleneck
-
-            self.entropy_bottleneck = EntropyBottleneck(c)
+        self.entropy_bottleneck = SliceableEntropyBottleneck(c) if config.entropy else None
 
     # -- widths (slimmable branches) -------------------------------------------------------------------
     @property
@@ -111,19 +110,18 @@ class BottleneckBranch(nn.Module):
         raise SplitError(f"a latent of {channels} channels matches none of the widths {list(self.widths)}")
 
     # -- training path ---------------------------------------------------------------------------
-    def forward(self, x: Tensor, width: float | None = None) -> tuple[Tensor, Tensor | None]:
-        """Normalised image batch -> (reconstructed teacher features, likelihoods of the sent channels or None)."""
+    def forward(self, x: Tensor, width: float | None = None) -> dict:
+        """Normalised image batch -> ``x_hat`` (the teacher's features restored) and ``likelihoods``
+        of the sent channels (empty for a plain branch), as CompressAI models return."""
         return self.code(self.student(x), width)
 
-    def code(self, head_features: Tensor, width: float | None = None) -> tuple[Tensor, Tensor | None]:
+    def code(self, head_features: Tensor, width: float | None = None) -> dict:
         """The bottleneck alone, from the student's output (training with a frozen student starts here)."""
         y = self.latent(head_features, width)
         if self.entropy_bottleneck is None:
-            return self.decode(y), None
-        k = y.shape[1]
-        padded = nn.functional.pad(y, (0, 0, 0, 0, 0, self.config.latent_channels - k))
-        y_hat, likelihoods = self.entropy_bottleneck(padded)
-        return self.decode(y_hat[:, :k]), likelihoods[:, :k]
+            return {"x_hat": self.decode(y), "likelihoods": {}}
+        y_hat, likelihoods = self.entropy_bottleneck.forward_channels(y)
+        return {"x_hat": self.decode(y_hat), "likelihoods": {"y": likelihoods}}
 
     def encode(self, x: Tensor, width: float | None = None) -> Tensor:
         return self.latent(self.student(x), width)
@@ -145,50 +143,35 @@ class BottleneckBranch(nn.Module):
         return self.decoder[3:](x)
 
     # -- wire path (entropy-coded branches) ------------------------------------------------------------
-    def compress(self, y: Tensor) -> bytes:
-        """The rANS bitstream of the first ``y.shape[1]`` channels, each with its own factorized prior.
+    def compress(self, x: Tensor, width: float | None = None) -> dict:
+        """CompressAI's ``compress``: an image batch -> one string per image and the latent's shape."""
+        y = self.encode(x, width)
+        return {"strings": [[self.compress_latent(y[i : i + 1]) for i in range(y.shape[0])]], "shape": y.shape[-2:]}
 
-        Values past a CDF's support are clamped to it, so the stream never needs an escape
-        (which the bounded decoder in ``safe_rans`` does not accept).
-        """
+    def decompress(self, strings: list[list[bytes]], shape: tuple[int, int], channels: int | None = None) -> dict:
+        """CompressAI's ``decompress``: strings and shape -> ``x_hat``, the teacher's features restored."""
+        y = torch.cat([self.decompress_latent(s, tuple(shape), channels) for s in strings[0]])
+        return {"x_hat": self.decode(y)}
+
+    def compress_latent(self, y: Tensor) -> bytes:
+        """The rANS string of a latent of one frame (its first ``y.shape[1]`` channels)."""
         self._require_entropy()
-        eb = self.entropy_bottleneck
-        medians = self._medians(y.shape[1], y.dim() - 2)
-        y = safe_rans.clamp_to_support(y, medians, self.rans_tables())
-        indexes = eb._build_indexes(y.size())
-        return EntropyModel.compress(eb, y, indexes, medians.expand(y.size(0), -1, *([-1] * (y.dim() - 2))))[0]
+        return self.entropy_bottleneck.compress_channels(y)
 
-    def decompress(self, string: bytes, size: tuple[int, int], channels: int | None = None) -> Tensor:
-        """The latent back from its bitstream; any bytes at all are safe (see ``safe_rans``).
+    def decompress_latent(self, string: bytes, size: tuple[int, int], channels: int | None = None) -> Tensor:
+        """The latent back from its string; any bytes at all are safe (see ``safe_rans``).
 
         Raises ``safe_rans.RansBoundsError`` for a string that no latent of this shape could have produced.
         """
         self._require_entropy()
-        channels = channels or self.config.latent_channels
-        symbols = safe_rans.decode(string, channels, tuple(size), self.rans_tables())
-        medians = self._medians(channels, len(size)).to(symbols.device)
-        return symbols.to(self.entropy_bottleneck._quantized_cdf.device) + medians
+        return self.entropy_bottleneck.decompress_channels(string, channels or self.config.latent_channels, size)
 
-    def rans_tables(self) -> safe_rans.EscapeFreeTables:
-        """The bounded decoder's view of the CDF tables, rebuilt whenever ``update()`` or a load changed them."""
-        cdf = self.entropy_bottleneck._quantized_cdf
-        key = (cdf.data_ptr(), cdf._version, tuple(cdf.shape))
-        cached = self.__dict__.get("_rans_tables")
-        if cached is None or cached[0] != key:
-            cached = (key, safe_rans.EscapeFreeTables.from_bottleneck(self.entropy_bottleneck))
-            self.__dict__["_rans_tables"] = cached
-        return cached[1]
-
-    def _medians(self, channels: int, spatial_dims: int) -> Tensor:
-        medians = self.entropy_bottleneck._get_medians().detach()[:channels]
-        return medians.reshape(1, channels, *([1] * spatial_dims))
-
-    def update(self, force: bool = True) -> None:
-        if self.entropy_bottleneck is not None:
-            self.entropy_bottleneck.update(force=force)
+    def update(self, scale_table=None, force: bool = True, update_quantiles: bool = False) -> bool:
+        """Build the CDF tables after training (forced by default: the tables must match the weights)."""
+        return super().update(scale_table, force=force, update_quantiles=update_quantiles)
 
     def aux_loss(self) -> Tensor:
-        return self.entropy_bottleneck.loss() if self.entropy_bottleneck is not None else torch.zeros(())
+        return super().aux_loss() if self.entropy_bottleneck is not None else torch.zeros(())
 
     def _require_entropy(self) -> None:
         if self.entropy_bottleneck is None:

@@ -68,10 +68,8 @@ class EscapeFreeTables:
     max_bits: list[float]
 
     @classmethod
-    def from_bottleneck(cls, entropy_bottleneck) -> EscapeFreeTables:
-        quantized = entropy_bottleneck._quantized_cdf.tolist()
-        lengths = [int(n) for n in entropy_bottleneck._cdf_length.reshape(-1).tolist()]
-        offsets = [int(o) for o in entropy_bottleneck._offset.reshape(-1).tolist()]
+    def from_cdf(cls, quantized: list[list[int]], lengths: list[int], offsets: list[int]) -> EscapeFreeTables:
+        """From CompressAI's quantised CDF rows, their lengths and offsets (`SliceableEntropyBottleneck.tables`)."""
         cdfs, sizes, max_symbol, min_bits, max_bits = [], [], [], [], []
         for row, length in zip(quantized, lengths):
             cdf = [int(v) for v in row[:length]]

@@ -92,30 +92,20 @@ def load_weights(model: nn.Module, path: Path, except_prefix: str | None = None)
     model._fingerprint = None
 
 
-_CDF_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length")
-
-
-def _entropy_models(model: nn.Module):
-    return [(n, m) for n, m in model.named_modules() if all(hasattr(m, b) for b in _CDF_BUFFERS)]
-
-
 def _fit_entropy_tables(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """CDF tables vary in size with training; give the buffers the saved shapes before loading."""
-    for name, module in _entropy_models(model):
-        for buffer in _CDF_BUFFERS:
-            saved = state.get(f"{name}.{buffer}")
-            if saved is not None:
-                module._buffers[buffer] = torch.empty_like(saved)
+    from .entropy import entropy_models
+
+    for name, module in entropy_models(model):
+        module.fit_saved_tables(state, f"{name}.")
 
 
 def _check_entropy_tables(model: nn.Module, path: Path) -> None:
     """The saved CDF tables must be exactly what these weights produce, or bitstreams would not decode."""
-    for name, module in _entropy_models(model):
-        saved = [getattr(module, b).clone() for b in _CDF_BUFFERS]
-        if saved[0].numel() == 0:
-            continue
-        module.update(force=True)
-        if not all(torch.equal(a, getattr(module, b)) for a, b in zip(saved, _CDF_BUFFERS)):
+    from .entropy import entropy_models
+
+    for name, module in entropy_models(model):
+        if not module.tables_match_parameters():
             raise ValueError(
                 f"{path}: the CDF tables of {name} do not match its parameters "
                 "(corrupt file, or written by an incompatible CompressAI version)"

@@ -114,7 +114,8 @@ def distill_branch(
                 target = teacher_prefix(x)
             loss = torch.zeros(())
             for index, width in enumerate(sandwich(branch.widths, width_rng)):
-                restored, likelihoods = branch(x, width) if train_student else branch.code(target, width)
+                coded = branch(x, width) if train_student else branch.code(target, width)
+                restored, likelihoods = coded["x_hat"], coded["likelihoods"].get("y")
                 part = F.mse_loss(restored, target) / target.var().clamp_min(1e-8)
                 rate = torch.zeros(())
                 if likelihoods is not None:
@@ -251,7 +252,8 @@ def detection_finetune(
                 target = teacher_prefix(batch.tensors)
             total = torch.zeros(())
             for width in sandwich(branch.widths, width_rng):
-                restored, likelihoods = branch.code(target, width)
+                coded = branch.code(target, width)
+                restored, likelihoods = coded["x_hat"], coded["likelihoods"].get("y")
                 x, emitted = resume(stages, OrderedDict([(name, restored)]), stop)
                 run_stages(stages, x, emitted, stop, len(stages))
                 levels = list(model._neck(emitted).values())
