@@ -118,9 +118,10 @@ def test_bounded_rans_decoder_takes_any_bytes_and_checks_lengths():
     string = branch.compress_latent(y)
     decoded = branch.decompress_latent(string, (7, 9), 24)
     medians = branch.entropy_bottleneck.medians(24, 2)
-    expected = safe_rans.clamp_to_support(torch.round(y - medians) + medians, medians, branch.entropy_bottleneck.tables())
+    tables = branch.entropy_bottleneck.tables()
+    expected = safe_rans.clamp_to_support(torch.round(y - medians) + medians, medians, tables)
     assert torch.allclose(decoded, expected)
-    low, high = branch.entropy_bottleneck.tables().length_bounds(24, 63)
+    low, high = tables.length_bounds(24, 63)
     assert low <= len(string) <= high
     with pytest.raises(safe_rans.RansBoundsError, match="bytes of rANS"):
         branch.decompress_latent(string[:2], (7, 9), 24)

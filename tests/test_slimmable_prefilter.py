@@ -78,6 +78,10 @@ def test_server_checks_the_width_parameter(tiny):
     other = build_request("shapes", 1, payload, "entropy", "features.6/eb2", meta, model.fingerprint(), width=0.5)
     with pytest.raises(SplitError, match="no widths"):
         served.decode(parse_request(other))
+    # The edge applies the model's very rules before anything is sent.
+    for split, width, message in ((SLIM, 0.3, "not one of"), ("features.6/eb2", 0.5, "no widths")):
+        with pytest.raises(SplitError, match=message):
+            model.check_width(split, width)
     served.close()
 
 

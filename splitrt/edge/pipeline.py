@@ -129,9 +129,10 @@ class FramePipeline:
         slim = None
         if split in getattr(self.model, "branch_splits", ()) and self.model.branch(split).slimmable:
             slim = self.model.branch(split)
-            slim.set_width(width if width is not None else slim.widths[-1])
-        elif width is not None:
-            raise SplitError(f"split {split!r} is not slimmable; it has no width to set")
+            width = width if width is not None else slim.widths[-1]
+        self.model.check_width(split, width)  # the model's rules, the same the server applies
+        if slim is not None:
+            slim.set_width(width)
         self.codec, self.split, self._slim = self._codecs[key], split, slim
         self.mode = {"local": "local", "image": "offload", "features": "split"}[self.codec.kind]
         self.use_local(local_input_size, local_exit)

@@ -148,6 +148,11 @@ class SplitModel(ABC, nn.Module):
                 f"model {self.name!r} has no split point {clip(split)}; choose one of {', '.join(self.split_points)}"
             )
 
+    def check_width(self, split: str, width: float | None) -> None:
+        """A frame's width parameter against its split: only slimmable splits have (and need) one."""
+        if width is not None:
+            raise SplitError(f"split {split!r} has no widths; drop the width parameter")
+
     def check_frame_meta(self, meta: FrameMeta, split: str) -> None:
         """Sizes a request claims, checked against the model's own limits before anything is decoded."""
         if split == INPUT_SPLIT:

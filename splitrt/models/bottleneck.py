@@ -275,7 +275,20 @@ class BottleneckDetector(DetectionSplitModel):
         """The teacher's own layers up to ``cut`` (shared modules, not copies)."""
         return nn.Sequential(*[s.module for s in self._stages[: self._cuts[cut]]])
 
-    def check_features(self, features: OrderedDict[str, Tensor], split: str) -> None:
+    def check_width(self, split: str, width: float | None) -> None:
+        """Every width rule in one place: a slimmable split needs one of its widths, others none."""
+        if split not in self.branch_splits or not self.branch(split).slimmable:
+            super().check_width(split, width)
+            return
+        branch = self.branch(split)
+        if width is None:
+            raise SplitError(f"split {split!r} is slimmable: the request must carry its width")
+        if width not in branch.widths:
+            raise SplitError(f"width {width} is not one of {split!r}'s widths {list(branch.widths)}")
+
+    def check_features(self, features: OrderedDict[str, Tensor], split: str, width: float | None = None) -> None:
+        """Names, shapes and values of what arrived; for a slimmable split, channels that match ``width``
+        (or, without one, any of its widths)."""
         if split in self.branch_splits and self.branch(split).slimmable:
             branch = self.branch(split)
             y = features.get(LATENT)
@@ -285,6 +298,10 @@ class BottleneckDetector(DetectionSplitModel):
                 raise SplitError(
                     f"latent of {y.shape[1]} channels matches no width of {split!r} "
                     f"(channels {branch.channel_options()})"
+                )
+            if width is not None and y.shape[1] != branch.channels(width):
+                raise SplitError(
+                    f"width {width} means {branch.channels(width)} latent channels, the payload has {y.shape[1]}"
                 )
             if not torch.isfinite(y).all():
                 raise SplitError(f"tensor {LATENT!r} contains NaN or infinite values")

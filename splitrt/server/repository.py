@@ -73,11 +73,12 @@ class ServedModel:
             )
         if frame.meta is not None:
             self.model.check_frame_meta(frame.meta, frame.split)
-        slim = self._slim_branch(frame)
+        self.model.check_width(frame.split, frame.width)  # before decoding: a bad parameter costs nothing
         features = codec.decode(frame.payload, self.model.payload_limits(frame.split, frame.meta))
-        self.model.check_features(features, frame.split)
-        if slim is not None:
-            self._check_width(frame, slim, features)
+        if frame.width is not None:
+            self.model.check_features(features, frame.split, frame.width)
+        else:
+            self.model.check_features(features, frame.split)
         meta = frame.meta
         if meta is None:
             image = features["image"]
@@ -85,29 +86,6 @@ class ServedModel:
             meta = FrameMeta(size, size, size)
         self.model.check_meta(features, meta, frame.split)
         return features, meta
-
-    def _slim_branch(self, frame: FrameRequest):
-        """The slimmable branch a frame goes to, after checking its width parameter (before decoding)."""
-        branch_of = getattr(self.model, "branch", None)
-        slim = branch_of is not None and frame.split in self.model.branch_splits and branch_of(frame.split).slimmable
-        if not slim:
-            if frame.width is not None:
-                raise SplitError(f"split {frame.split!r} has no widths; drop the width parameter")
-            return None
-        branch = branch_of(frame.split)
-        if frame.width is None:
-            raise SplitError(f"split {frame.split!r} is slimmable: the request must carry its width")
-        if frame.width not in branch.widths:
-            raise SplitError(f"width {frame.width} is not one of {frame.split!r}'s widths {list(branch.widths)}")
-        return branch
-
-    @staticmethod
-    def _check_width(frame: FrameRequest, branch, features: OrderedDict[str, Tensor]) -> None:
-        channels = next(iter(features.values())).shape[1]
-        if channels != branch.channels(frame.width):
-            raise SplitError(
-                f"width {frame.width} means {branch.channels(frame.width)} latent channels, the payload has {channels}"
-            )
 
     def tail(
         self, features: OrderedDict[str, Tensor], meta: FrameMeta, split: str
