@@ -14,6 +14,7 @@ from pathlib import Path
 from .adapt import commands as adapt_commands
 from .bench import commands as bench_commands
 from .channel import commands as channel_commands
+from .data import commands as data_commands
 from .defaults import DEMO_CODEC, DEMO_MODEL, DEMO_SPLIT
 from .edge import commands as edge_commands
 from .models import commands as model_commands
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     server_commands.register_export(exports)
     channel_commands.register(commands)
     model_commands.register(commands)
+    data_commands.register(commands)
     return parser
 
 

@@ -57,3 +57,25 @@ def test_video_mode_moves_objects():
     assert len(frames) == 3
     boxes = [[a["box"] for a in anns] for _, anns in frames]
     assert boxes[0] and boxes[0] != boxes[2]
+
+
+def test_the_dense_world_exports_as_a_coco_folder_the_user_path_reads(tmp_path):
+    """The harder world: larger images, 16 classes, tiny to large objects; written the way a user's set is."""
+    from splitrt.cli import main
+    from splitrt.data.datasets import CocoDetection, open_dataset
+    from splitrt.data.shapes import DENSE, SHAPES
+
+    assert main(["data", "export", "--world", "dense", "--split", "val", "--count", "6", "--out", str(tmp_path)]) == 0
+    data = open_dataset(str(tmp_path / "annotations.json"), "train")
+    assert isinstance(data, CocoDetection) and len(data) == 6
+    image, target = data[0]
+    assert tuple(image.shape) == (3, DENSE.size, DENSE.size)
+    assert len(DENSE.classes) == 2 * len(SHAPES.classes)
+    widths = []
+    labels = set()
+    for i in range(len(data)):
+        _, target = data[i]
+        widths += (target["boxes"][:, 2] - target["boxes"][:, 0]).tolist()
+        labels |= set(target["labels"].tolist())
+    assert labels <= set(range(1, len(DENSE.classes) + 1)) and len(labels) > 3
+    assert min(widths) < 0.08 * DENSE.size and max(widths) > 0.25 * DENSE.size  # small and large objects

@@ -24,6 +24,23 @@ DEFAULT_SIZE = 160
 DEFAULT_COUNTS = {"train": 6000, "val": 400, "test": 400}
 EMPTY_FRACTION = 0.25
 MIN_VISIBLE = 0.4
+CORED = "cored"
+
+
+@dataclass(frozen=True)
+class World:
+    """How a synthetic world's scenes are drawn.  ``SHAPES`` is the demo world shapes_fcos trains on;
+    ``DENSE`` is the harder one: larger images, twice the classes (each shape plain or with a small
+    dark core, a detail a shallow model misses on small objects), objects from tiny to large, more of
+    them, occluding each other more."""
+
+    name: str
+    size: int
+    classes: tuple[str, ...]
+    objects: tuple[int, int]  # per non-empty image, [low, high)
+    radius: tuple[float, float]  # object extent as a fraction of the image side
+    min_visible: float
+    empty_fraction: float
 
 
 @dataclass(frozen=True)
@@ -41,6 +58,19 @@ class Scene:
     background: np.ndarray  # HxWx3 float32
     distractors: list  # (kind, params) drawn under and between objects
     objects: list[ShapeObject]
+
+
+SHAPES = World("shapes", DEFAULT_SIZE, tuple(CLASSES), (1, 6), (0.06, 0.2), MIN_VISIBLE, EMPTY_FRACTION)
+DENSE = World(
+    "dense",
+    384,
+    tuple(CLASSES) + tuple(f"{name}-{CORED}" for name in CLASSES),
+    (3, 16),
+    (0.02, 0.22),
+    0.3,
+    0.1,
+)
+WORLDS = {w.name: w for w in (SHAPES, DENSE)}
 
 
 # -- geometry ------------------------------------------------------------------------------
@@ -79,8 +109,13 @@ _TEE = [(-0.9, -0.9), (0.9, -0.9), (0.9, -0.5), (0.22, -0.5), (0.22, 0.95), (-0.
 _SQUARE = [(-0.8, -0.8), (0.8, -0.8), (0.8, 0.8), (-0.8, 0.8)]
 
 
-def draw_object(draw: ImageDraw.ImageDraw, obj: ShapeObject, fill) -> None:
-    name = CLASSES[obj.label - 1]
+def draw_object(
+    draw: ImageDraw.ImageDraw, obj: ShapeObject, fill, classes: tuple[str, ...] = SHAPES.classes
+) -> None:
+    name = classes[obj.label - 1]
+    if name.endswith("-" + CORED):
+        _draw_cored(draw, obj, fill, name.removesuffix("-" + CORED))
+        return
     r = obj.size
     if name == "circle":
         draw.ellipse([obj.cx - r, obj.cy - r, obj.cx + r, obj.cy + r], fill=fill)
@@ -96,6 +131,16 @@ def draw_object(draw: ImageDraw.ImageDraw, obj: ShapeObject, fill) -> None:
             "tee": _TEE,
         }[name]
         draw.polygon(_polygon(shape, obj), fill=fill)
+
+
+def _draw_cored(draw: ImageDraw.ImageDraw, obj: ShapeObject, fill, name: str) -> None:
+    """The shape with a dark core at its centre: the class differs from the solid one only in that detail."""
+    draw_object(draw, replace(obj, label=CLASSES.index(name) + 1), fill)
+    if fill == 255:  # drawing its mask: the core is part of the object
+        return
+    core = tuple(max(0, int(c * 0.2)) for c in fill)
+    r = max(1.0, obj.size * 0.18)
+    draw.ellipse([obj.cx - r, obj.cy - r, obj.cx + r, obj.cy + r], fill=core)
 
 
 # -- scene sampling ------------------------------------------------------------------------------
@@ -142,15 +187,15 @@ def _distractors(rng: np.random.Generator, size: int) -> list:
     return items
 
 
-def _objects(rng: np.random.Generator, size: int) -> list[ShapeObject]:
-    if rng.uniform() < EMPTY_FRACTION:
+def _objects(rng: np.random.Generator, size: int, world: World = SHAPES) -> list[ShapeObject]:
+    if rng.uniform() < world.empty_fraction:
         return []
     objects = []
-    for _ in range(int(rng.integers(1, 6))):
-        radius = float(rng.uniform(0.06, 0.2) * size)
+    for _ in range(int(rng.integers(*world.objects))):
+        radius = float(rng.uniform(*world.radius) * size)
         objects.append(
             ShapeObject(
-                label=int(rng.integers(1, len(CLASSES) + 1)),
+                label=int(rng.integers(1, len(world.classes) + 1)),
                 cx=float(rng.uniform(radius * 0.5, size - radius * 0.5)),
                 cy=float(rng.uniform(radius * 0.5, size - radius * 0.5)),
                 size=radius,
@@ -161,13 +206,15 @@ def _objects(rng: np.random.Generator, size: int) -> list[ShapeObject]:
     return objects
 
 
-def sample_scene(seed: int, split: str, index: int, size: int = DEFAULT_SIZE) -> Scene:
+def sample_scene(seed: int, split: str, index: int, size: int = DEFAULT_SIZE, world: World = SHAPES) -> Scene:
     rng = np.random.default_rng([seed, SPLITS[split], index])
-    return Scene(_background(rng, size), _distractors(rng, size), _objects(rng, size))
+    if world is not SHAPES:  # another world, other scenes (the shapes world's stay as they were)
+        rng = np.random.default_rng([seed, SPLITS[split], index, sum(map(ord, world.name))])
+    return Scene(_background(rng, size), _distractors(rng, size), _objects(rng, size, world))
 
 
 # -- rendering ---------------------------------------------------------------------------------------
-def render(scene: Scene, noise_seed: int = 0) -> tuple[np.ndarray, list[dict]]:
+def render(scene: Scene, noise_seed: int = 0, world: World = SHAPES) -> tuple[np.ndarray, list[dict]]:
     """The image (HxWx3 uint8) and its annotations (visible boxes, xyxy, of objects visible enough)."""
     size = scene.background.shape[0]
     image = Image.fromarray(np.clip(scene.background, 0, 255).astype(np.uint8))
@@ -176,9 +223,9 @@ def render(scene: Scene, noise_seed: int = 0) -> tuple[np.ndarray, list[dict]]:
         _draw_distractor(draw, kind, params)
     masks = []
     for obj in scene.objects:
-        draw_object(draw, obj, obj.color)
+        draw_object(draw, obj, obj.color, world.classes)
         mask = Image.new("L", (size, size), 0)
-        draw_object(ImageDraw.Draw(mask), obj, 255)
+        draw_object(ImageDraw.Draw(mask), obj, 255, world.classes)
         masks.append(np.asarray(mask) > 0)
     for kind, params in scene.distractors[len(scene.distractors) // 2 :]:
         _draw_distractor(draw, kind, params)
@@ -191,7 +238,7 @@ def render(scene: Scene, noise_seed: int = 0) -> tuple[np.ndarray, list[dict]]:
         visible = mask.copy()
         for later in masks[i + 1 :]:
             visible &= ~later
-        if total == 0 or visible.sum() < MIN_VISIBLE * total:
+        if total == 0 or visible.sum() < world.min_visible * total:
             continue  # mostly hidden: not a fair target
         ys, xs = np.nonzero(visible)
         annotations.append(
@@ -213,9 +260,14 @@ def _draw_distractor(draw: ImageDraw.ImageDraw, kind: str, params) -> None:
             draw.point((x, y), fill=params[1])
 
 
-def sample(seed: int, split: str, index: int, size: int = DEFAULT_SIZE) -> tuple[np.ndarray, list[dict]]:
+def sample(
+    seed: int, split: str, index: int, size: int | None = None, world: World = SHAPES
+) -> tuple[np.ndarray, list[dict]]:
+    size = size or world.size
     return render(
-        sample_scene(seed, split, index, size), noise_seed=(seed * 1_000_003 + SPLITS[split]) * 10_000_019 + index
+        sample_scene(seed, split, index, size, world),
+        noise_seed=(seed * 1_000_003 + SPLITS[split]) * 10_000_019 + index,
+        world=world,
     )
 
 
@@ -248,7 +300,12 @@ def to_coco(seed: int, split: str, count: int, size: int = DEFAULT_SIZE) -> dict
     return coco_ground_truth(per_image, size, [f"{split}/{index:06d}.png" for index in range(count)])
 
 
-def coco_ground_truth(per_image: list[list[dict]], size: int, file_names: list[str] | None = None) -> dict:
+def coco_ground_truth(
+    per_image: list[list[dict]],
+    size: int,
+    file_names: list[str] | None = None,
+    classes: tuple[str, ...] = SHAPES.classes,
+) -> dict:
     """COCO-format ground truth from each image's annotations (xyxy boxes); image ids are 1-based."""
     images, annotations = [], []
     for index, anns in enumerate(per_image):
@@ -268,5 +325,27 @@ def coco_ground_truth(per_image: list[list[dict]], size: int, file_names: list[s
                     "iscrowd": 0,
                 }
             )
-    categories = [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(CLASSES)]
+    categories = [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(classes)]
     return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def export_coco(world: World, split: str, count: int, out, seed: int = 0, progress: bool = True):
+    """Write a split as a user's COCO-format folder: ``out/images/*.png`` and ``out/annotations.json``."""
+    import json
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    per_image, names = [], []
+    for index in tqdm(range(count), desc=f"{world.name} {split}", unit="image", disable=not progress):
+        image, annotations = sample(seed, split, index, world=world)
+        name = f"{split}-{index:06d}.png"
+        Image.fromarray(image).save(out / "images" / name)
+        per_image.append(annotations)
+        names.append(name)
+    coco = coco_ground_truth(per_image, world.size, names, world.classes)
+    path = out / "annotations.json"
+    path.write_text(json.dumps(coco))
+    return path
