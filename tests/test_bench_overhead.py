@@ -18,4 +18,6 @@ def test_bench_overhead_compares_splitrt_with_a_bare_stream(tmp_path, capsys):
     assert row["one"]["overhead_p50_ms"] > 0 and row["one"]["p50_ms"] > row["one"]["overhead_p50_ms"]
     assert row["request_bytes"] > 500 and row["response_bytes"] > 100
     assert result["bare"]["1"]["p50_ms"] > 0 and result["bare"]["4"]["fps"] > 0
+    hop = result["bare_with_worker_hop"]
+    assert hop["work_ms"] > 1 and hop["p50_ms"] >= hop["work_ms"]
     assert "bare grpc.aio stream" in capsys.readouterr().out
