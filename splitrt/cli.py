@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", default=DEMO_MODEL, help="model (default: %(default)s)")
     demo.add_argument("--out", default="runs/demo.jsonl", help="JSON lines output (default: %(default)s)")
 
-    demo.set_defaults(handler=demo)
+    demo.set_defaults(handler=run_demo)
     commands.add_parser("models", help="list models, their tasks and split points").set_defaults(handler=list_models)
     commands.add_parser("codecs", help="list codecs and what they carry").set_defaults(handler=list_codecs)
 
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def demo(args: argparse.Namespace) -> int:
+def run_demo(args: argparse.Namespace) -> int:
     from .launch import ServerProcess
 
     source = f"shapes-video:{args.frames}" if args.model == DEMO_MODEL else f"synthetic:{args.frames}"
