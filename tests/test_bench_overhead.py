@@ -9,11 +9,12 @@ from splitrt.cli import main
 
 def test_bench_overhead_compares_splitrt_with_a_bare_stream(tmp_path, capsys):
     out = tmp_path / "overhead.json"
-    code = main(["bench", "overhead", "--frames", "24", "--setting", "new defaults", "--out", str(out)])
+    flags = ["--frames", "24", "--setting", "new defaults", "--rounds", "2", "--out", str(out)]
+    code = main(["bench", "overhead", *flags])
     assert code == 0
     result = json.loads(out.read_text())
     row = result["rows"][0]
-    assert row["setting"] == "new defaults"
+    assert row["setting"] == "new defaults" and row["rounds"] == 2
     assert row["one"]["frames"] == 24 and row["many"]["frames"] == 24
     assert row["one"]["overhead_p50_ms"] > 0 and row["one"]["p50_ms"] > row["one"]["overhead_p50_ms"]
     assert row["request_bytes"] > 500 and row["response_bytes"] > 100

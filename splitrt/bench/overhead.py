@@ -226,14 +226,18 @@ SETTINGS: dict[str, tuple[int | None, int | None]] = {
 }
 
 
-def run(model: str, split: str, codec: str, frames: int, window: int, settings: list[str]) -> dict[str, Any]:
-    rows = []
-    request_bytes = response_bytes = 0
-    for label in settings:
-        # Each setting in a fresh interpreter (the edge's side of it): torch's thread pools are per process.
-        rows.append(_setting_in_subprocess(label, model, split, codec, frames, window))
-        request_bytes = rows[-1]["request_bytes"]
-        response_bytes = rows[-1]["response_bytes"]
+def run(
+    model: str, split: str, codec: str, frames: int, window: int, settings: list[str], rounds: int = 1
+) -> dict[str, Any]:
+    """Every setting ``rounds`` times, interleaved (a busy spell on a shared machine then hits all of
+    them alike); each figure is the median over the rounds."""
+    measured: dict[str, list[dict]] = {label: [] for label in settings}
+    for _ in range(rounds):
+        for label in settings:
+            # Each setting in a fresh interpreter (the edge's side of it): torch's thread pools are per process.
+            measured[label].append(_setting_in_subprocess(label, model, split, codec, frames, window))
+    rows = [_median_row(runs) for runs in measured.values()]
+    request_bytes, response_bytes = rows[-1]["request_bytes"], rows[-1]["response_bytes"]
     bare = bare_stream(request_bytes, response_bytes or 300, max(200, frames), [1, window])
     # The same bare stream with one worker-thread hop around a job as long as the tail: what an asyncio
     # server that runs its model on a worker thread pays at least, on this machine.
@@ -249,6 +253,17 @@ def run(model: str, split: str, codec: str, frames: int, window: int, settings: 
         "bare": {str(k): v for k, v in bare.items()},
         "bare_with_worker_hop": {"work_ms": tail_ms, **hop},
     }
+
+
+def _median_row(runs: list[dict]) -> dict:
+    """One setting's row: the median of each number over the rounds (the first round's other fields)."""
+    row = json.loads(json.dumps(runs[0]))
+    for key in ("one", "many"):
+        for field, value in row[key].items():
+            if isinstance(value, float):
+                row[key][field] = statistics.median(r[key][field] for r in runs)
+    row["rounds"] = len(runs)
+    return row
 
 
 def _setting_in_subprocess(label: str, model: str, split: str, codec: str, frames: int, window: int) -> dict:
@@ -335,12 +350,16 @@ def add_parser(benches: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--setting", action="append", choices=list(SETTINGS), help="thread settings to compare (default: all)"
     )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="repeat every setting, interleaved; medians (default: %(default)s)"
+    )
     parser.add_argument("--out", default="runs/bench-overhead.json", help="JSON output (default: %(default)s)")
     parser.set_defaults(handler=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    result = run(args.model, args.split, args.codec, args.frames, args.window, args.setting or list(SETTINGS))
+    settings = args.setting or list(SETTINGS)
+    result = run(args.model, args.split, args.codec, args.frames, args.window, settings, args.rounds)
     print(format_table(result))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
