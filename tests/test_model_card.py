@@ -205,6 +205,13 @@ def test_a_card_trains_on_a_coco_folder_then_serves(card_path, tmp_path):
     trained_card = out / "tiny_rcnn.toml"
     log = (out / "distill-log.jsonl").read_text()
     assert '"split": "features.6/eb1"' in log and '"done": true' in log
+    val = ["--val-data", str(tmp_path / "val" / "annotations.json")]
+    before = load_card(trained_card).build()
+    for trainer in ("prefilter", "exit"):  # both rewrite the card's weights in place
+        assert main(["train", trainer, "--model-card", str(trained_card), *data, *val, "--steps", "2",
+                     "--train-count", "6"]) == 0  # fmt: skip
+    after = load_card(trained_card).build()
+    assert before.fingerprint() != after.fingerprint()  # the prefilter and the exit were trained and saved
     config = tmp_path / "models.toml"
     config.write_text(f'[[models]]\ncard = "{trained_card}"\n')
     server = start_server(config, tmp_path / "server.log")

@@ -27,14 +27,20 @@ def load_detector(model: nn.Module, path: Path) -> None:
     model._fingerprint = None
 
 
-def model_to_extend(weights: Path, retrained: str) -> nn.Module:
-    """shapes_fcos from ``weights``, except the submodule ``retrained`` (e.g. ``"prefilter."``), trained next.
+def model_to_extend(weights: Path, retrained: str, card: Path | None = None) -> nn.Module:
+    """shapes_fcos (or a card's model) from ``weights``, except the submodule ``retrained``
+    (e.g. ``"prefilter."``), trained next.
 
     The file need not hold that submodule yet: it keeps its fresh (untrained) weights.
     """
     from ..models import build_model
 
-    model = build_model("shapes_fcos", weights="random")
+    if card is not None:
+        from ..models.card import load_card
+
+        model = load_card(card).build("random")
+    else:
+        model = build_model("shapes_fcos", weights="random")
     load_weights(model, weights, except_prefix=retrained)
     model.trained = True
     return model

@@ -50,22 +50,30 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     prefilter = trainers.add_parser("prefilter", help="train the prefilter and calibrate its threshold on val")
     prefilter.add_argument(
-        "--model", default="runs/bottleneck/shapes_fcos.safetensors", help="model weights to extend (rewritten)"
+        "--model",
+        help="model weights to extend, rewritten (default: runs/bottleneck/shapes_fcos.safetensors, or the "
+        "card's weights with --model-card)",
     )
     prefilter.add_argument("--steps", type=int, default=3000, help="steps (default: %(default)s)")
     prefilter.add_argument("--train-count", type=int, default=12000, help="training images (default: %(default)s)")
     prefilter.add_argument("--recall", type=float, default=0.99, help="recall of frames with objects to keep")
+    _data_flags(prefilter)
+    prefilter.add_argument("--val-data", help="COCO-format JSON to calibrate on (default: shapes' val split)")
     prefilter.set_defaults(handler=_prefilter)
 
     early_exit = trainers.add_parser(
         "exit", help="train the early-exit detector on features.6 (the device's own result for hedged frames)"
     )
     early_exit.add_argument(
-        "--model", default="runs/bottleneck/shapes_fcos.safetensors", help="model weights to extend (rewritten)"
+        "--model",
+        help="model weights to extend, rewritten (default: runs/bottleneck/shapes_fcos.safetensors, or the "
+        "card's weights with --model-card)",
     )
     early_exit.add_argument("--steps", type=int, default=5000, help="steps (default: %(default)s)")
     early_exit.add_argument("--batch-size", type=int, default=32, help="images per step (default: %(default)s)")
     early_exit.add_argument("--train-count", type=int, default=6000, help="training images (default: %(default)s)")
+    _data_flags(early_exit)
+    early_exit.add_argument("--val-data", help="COCO-format JSON to measure mAP on (default: shapes' val split)")
     early_exit.set_defaults(handler=_exit)
 
 
@@ -77,6 +85,21 @@ def _data_flags(parser: argparse.ArgumentParser) -> None:
         "an images/ folder beside it (default: %(default)s)",
     )
     parser.add_argument("--model-card", help="train the detector / branches a model card declares (TOML)")
+
+
+def _weights_to_extend(args: argparse.Namespace) -> tuple[Path, Path | None]:
+    """The weights file a prefilter/exit trainer rewrites, and the card it belongs to (if any)."""
+    card = Path(args.model_card) if args.model_card else None
+    if args.model:
+        return Path(args.model), card
+    if card is None:
+        return Path("runs/bottleneck/shapes_fcos.safetensors"), None
+    from ..models.card import load_card
+
+    weights = load_card(card).weights
+    if weights is None:
+        raise SystemExit(f"model card {card} names no weights to extend: train its teacher and branches first")
+    return weights, card
 
 
 def _teacher(args: argparse.Namespace) -> int:
@@ -133,14 +156,16 @@ def _prefilter(args: argparse.Namespace) -> int:
     from .checkpoint import model_to_extend
     from .prefilter import train_prefilter
 
-    weights = Path(args.model)
-    model = model_to_extend(weights, "prefilter.")  # the prefilter is trained afresh
+    weights, card = _weights_to_extend(args)
+    model = model_to_extend(weights, "prefilter.", card)  # the prefilter is trained afresh
     metrics = train_prefilter(
         model,
         steps=args.steps,
         train_count=args.train_count,
         recall=args.recall,
         log_path=weights.parent / "prefilter-log.jsonl",
+        data=args.data,
+        val_data=args.val_data,
     )
     save_weights(model, weights)
     print(
@@ -155,14 +180,16 @@ def _exit(args: argparse.Namespace) -> int:
     from .checkpoint import model_to_extend
     from .early_exit import train_exit
 
-    weights = Path(args.model)
-    model = model_to_extend(weights, "early_exit.")  # the exit is trained afresh
+    weights, card = _weights_to_extend(args)
+    model = model_to_extend(weights, "early_exit.", card)  # the exit is trained afresh
     metrics = train_exit(
         model,
         steps=args.steps,
         batch_size=args.batch_size,
         train_count=args.train_count,
         log_path=weights.parent / "exit-log.jsonl",
+        data=args.data,
+        val_data=args.val_data,
     )
     save_weights(model, weights)
     print(f"early exit: val mAP {metrics['map']:.1f} (mAP50 {metrics['map50']:.1f}) -> {weights}")

@@ -10,17 +10,18 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..data.datasets import ShapesDetection, collate
+from ..data.datasets import SHAPES, collate, open_dataset
 from ..models.bottleneck import BottleneckDetector
 from ..models.detection import shape_only_images
 from . import checkpoint
 from .evaluation import detection_map
+from .prefilter import _val_source, equal_sized
 from .teacher import hflip
 
 
 @torch.no_grad()
 def cached_cut_features(
-    model: BottleneckDetector, dataset: ShapesDetection, flips: bool = True, batch_size: int = 64
+    model: BottleneckDetector, dataset, flips: bool = True, batch_size: int = 64
 ) -> tuple[Tensor, list[dict[str, Tensor]], tuple[int, int]]:
     """The teacher's tensors at the exit's cut (fp16) with the transformed targets, plus mirrored copies.
 
@@ -32,7 +33,8 @@ def cached_cut_features(
     targets: list[dict[str, Tensor]] = []
     size: tuple[int, int] = (0, 0)
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
-    for images, labelled in tqdm(loader, desc=f"exit features ({dataset.split})", unit="batch", leave=False):
+    where = getattr(dataset, "split", "data")
+    for images, labelled in tqdm(loader, desc=f"exit features ({where})", unit="batch", leave=False):
         passes = [(list(images), [dict(t) for t in labelled])]
         if flips:
             mirrored, mirrored_targets = list(images), [dict(t) for t in labelled]
@@ -43,7 +45,7 @@ def cached_cut_features(
             size = tuple(batch.tensors.shape[-2:])
             features.append(prefix(batch.tensors).half())
             targets += [{"boxes": t["boxes"], "labels": t["labels"]} for t in transformed]
-    return torch.cat(features), targets, size
+    return torch.cat(equal_sized(features)), targets, size
 
 
 def train_exit(
@@ -55,8 +57,10 @@ def train_exit(
     val_count: int = 400,
     log_path: Path | None = None,
     seed: int = 0,
+    data: str = SHAPES,
+    val_data: str | None = None,
 ) -> dict[str, float]:
-    """FCOS losses on cached cut features; returns the exit's mAP on the validation split."""
+    """FCOS losses on cached cut features; returns the exit's mAP on ``val_data`` (shapes: its val split)."""
     if model.early_exit is None:
         raise ValueError(f"model {model.name!r} has no early exit to train")
     torch.manual_seed(seed)
@@ -67,7 +71,8 @@ def train_exit(
         optimizer,
         lambda s: min(1.0, (s + 1) / max(1, warmup)) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))),
     )
-    features, targets, size = cached_cut_features(model, ShapesDetection("train", train_count, seed=seed))
+    val_source = _val_source(data, val_data)
+    features, targets, size = cached_cut_features(model, open_dataset(data, "train", train_count, seed=seed))
     generator = torch.Generator().manual_seed(seed + 1)
     log = checkpoint.JsonLog(log_path) if log_path else None
     exit_module.train()
@@ -88,7 +93,7 @@ def train_exit(
             log.write(step=step + 1, loss=loss.item(), **{k: v.item() for k, v in losses.items()})
     exit_module.eval()
     model._fingerprint = None
-    val = ShapesDetection("val", val_count, seed=seed)
+    val = open_dataset(val_source, "val", val_count, seed=seed)
     metrics = detection_map(lambda i: model.exit_detect(val[i][0]), val, desc="exit val mAP")
     if log:
         log.write(val=metrics)
