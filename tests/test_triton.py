@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from splitrt.launch import wait_serving
 from splitrt.models.spec import ModelSpec
 from splitrt.server import triton
-from splitrt.server.readiness import wait_serving
 
 from .conftest import free_port
 

@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..channel.traces import Trace
-from ..launch import free_port
-from ..server.readiness import wait_serving
+from ..launch import ServerProcess, free_port
 from .profile import Profile
 from .simulate import Scenario, Simulator
 
@@ -48,20 +47,15 @@ def run_live(
         capture_output=True,
     )
     profile_path = str(live_profile)
-    server_port, proxy_port = free_port(), free_port()
-    server_address = f"127.0.0.1:{server_port}"
+    proxy_port = free_port()
     frames = int(seconds * fps)
     jsonl = out_dir / f"live-{Path(trace_path).name.replace('.', '_')}.jsonl"
     logs = Path(tempfile.mkdtemp(prefix="splitrt-live-"))
-    server = subprocess.Popen(
-        [sys.executable, "-m", "splitrt.server.app", "--port", str(server_port), "--model", "shapes_fcos"],
-        stdout=(logs / "server.log").open("w"),
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
+    server = ServerProcess(["--model", "shapes_fcos"], log=logs / "server.log", env=env)
+    server_address = server.address
     proxy = None
     try:
-        wait_serving(server_address, server)
+        server.wait_serving()
         proxy = subprocess.Popen(
             [
                 sys.executable, "-m", "splitrt", "channel", "--trace", trace_path,
@@ -85,13 +79,13 @@ def run_live(
         if edge.returncode not in (0, 1):
             raise RuntimeError(f"splitrt-edge failed ({edge.returncode}): {edge.stderr[-2000:]}")
     finally:
-        for proc in (proxy, server):
-            if proc is not None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        if proxy is not None:
+            proxy.send_signal(signal.SIGTERM)
+            try:
+                proxy.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proxy.kill()
+        server.stop(grace_s=20)
     lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
     live_hits = sum(1 for line in lines if line.get("deadline_met")) / max(1, len(lines))
     profile = Profile.load(profile_path).scaled(edge_slowdown)

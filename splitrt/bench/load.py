@@ -26,6 +26,7 @@ from ..data.datasets import to_tensor
 from ..data.shapes import sample
 from ..launch import ServerProcess
 from ..models import build_model
+from ..stats import percentile
 from ..wire.protocol import build_request
 
 
@@ -114,19 +115,13 @@ def run_level(target: str, server_pid: int, request: Path, clients: int, seconds
         "seconds": seconds,
         "frames": len(latencies),
         "throughput_fps": len(latencies) / seconds,
-        "p50_ms": _pct(latencies, 50),
-        "p99_ms": _pct(latencies, 99),
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
         "errors": len(errors),
         "error_examples": errors[:3],
         "lost": sum(r["unanswered"] for r in results),
         **memory.summary(window),
     }
-
-
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
 def run(

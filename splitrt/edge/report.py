@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 
+from ..stats import percentile
 from .frames import FrameResult
 
 COLUMNS = [
@@ -49,7 +50,7 @@ def summary(results: list[FrameResult]) -> str:
         totals = sorted(r.timings_ms.get("total", 0.0) for r in ok)
         lines.append(
             f"bytes/frame: mean {statistics.fmean(r.wire_bytes for r in ok):.0f}  "
-            f"total ms: p50 {_pct(totals, 50):.1f}  p95 {_pct(totals, 95):.1f}  "
+            f"total ms: p50 {percentile(totals, 50):.1f}  p95 {percentile(totals, 95):.1f}  "
             f"detections/frame (score >= 0.5): {statistics.fmean(r.confident() for r in ok):.2f}"
         )
     decided = [r for r in results if "deadline_met" in r.extra]
@@ -64,11 +65,6 @@ def summary(results: list[FrameResult]) -> str:
             f"configuration switches: {switches}  modes: " + ", ".join(f"{k} {v}" for k, v in sorted(modes.items()))
         )
     return "\n".join(lines)
-
-
-def _pct(values: list[float], q: float) -> float:
-    index = min(len(values) - 1, max(0, round(q / 100 * (len(values) - 1))))
-    return values[index]
 
 
 def _fmt(value: float | None) -> str:
