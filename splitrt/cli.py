@@ -7,6 +7,7 @@ imports its heavy parts only when one of them runs, so ``splitrt --help`` and th
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -61,8 +62,6 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"   model {args.model}, split {args.split}, codec {args.codec}")
     edge_cmd = [sys.executable, "-m", "splitrt.edge.cli", source, "--server", server.address, "--model", args.model]
     edge_cmd += ["--split", args.split, "--codec", args.codec, "--out", args.out]
-    import subprocess
-
     try:
         edge = subprocess.run(edge_cmd, check=False)
     finally:

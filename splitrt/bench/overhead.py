@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..launch import ServerProcess, free_port
+from ..stats import percentile
 
 ECHO_METHOD = "/splitrt.bench.Echo/Stream"
 DEFAULT_MODEL = "shapes_fcos"
@@ -114,10 +115,10 @@ def bare_stream(
             asyncio.run(_bare_run(f"127.0.0.1:{port}", request_bytes, 20, window))  # warm-up
             rtts, wall = asyncio.run(_bare_run(f"127.0.0.1:{port}", request_bytes, frames, window))
             out[window] = {
-                "p50_ms": _pct(rtts, 50) * 1e3,
-                "p99_ms": _pct(rtts, 99) * 1e3,
+                "p50_ms": percentile(rtts, 50) * 1e3,
+                "p99_ms": percentile(rtts, 99) * 1e3,
                 "fps": frames / wall,
-                "over_work_p50_ms": _pct(rtts, 50) * 1e3 - work_ms,
+                "over_work_p50_ms": percentile(rtts, 50) * 1e3 - work_ms,
             }
         return out
     finally:
@@ -137,19 +138,18 @@ def components(
     model_name: str, split: str, codec_name: str, images: list, edge_threads: int, server_threads: int
 ) -> dict[str, float]:
     """Median ms of each stage in this process, one frame at a time: head and encode with the edge's
-    threads, decode and tail with the server's (0: torch's own default, every core)."""
+    thread count, decode and tail with the server's."""
     import torch
 
     from ..codecs import get_codec
     from ..models import build_model
 
-    cores = _TORCH_DEFAULT_THREADS[0] if _TORCH_DEFAULT_THREADS else torch.get_num_threads()
     model = build_model(model_name)
     codec = get_codec(codec_name, model, split)
     times: dict[str, list[float]] = {"head": [], "encode": [], "decode": [], "tail": []}
     sent = []
     with torch.inference_mode():
-        torch.set_num_threads(edge_threads or cores)
+        torch.set_num_threads(edge_threads)
         for image in images:
             t0 = time.perf_counter()
             features, meta = model.head(image, split)
@@ -157,7 +157,7 @@ def components(
             sent.append((codec.encode(features), meta))
             times["head"].append((t1 - t0) * 1e3)
             times["encode"].append((time.perf_counter() - t1) * 1e3)
-        torch.set_num_threads(server_threads or cores)
+        torch.set_num_threads(server_threads)
         for payload, meta in sent:
             t2 = time.perf_counter()
             decoded = codec.decode(payload, model.payload_limits(split, meta))
@@ -169,10 +169,6 @@ def components(
     medians["edge"] = medians["head"] + medians["encode"]
     medians["server"] = medians["decode"] + medians["tail"]
     return medians
-
-
-#: torch's own thread count in this process, read before anything changes it.
-_TORCH_DEFAULT_THREADS: list[int] = []
 
 
 def splitrt_stream(target: str, model: str, split: str, codec: str, images: list, window: int) -> dict[str, Any]:
@@ -200,19 +196,14 @@ def splitrt_stream(target: str, model: str, split: str, codec: str, images: list
         "window": window,
         "frames": len(results),
         "fps": len(results) / wall,
-        "p50_ms": _pct(total, 50),
-        "p99_ms": _pct(total, 99),
-        "overhead_p50_ms": _pct(overhead, 50),
-        "tail_p50_ms": _pct([r.timings_ms["server_tail"] for r in results], 50),
-        "head_p50_ms": _pct([r.timings_ms["head"] for r in results], 50),
+        "p50_ms": percentile(total, 50),
+        "p99_ms": percentile(total, 99),
+        "overhead_p50_ms": percentile(overhead, 50),
+        "tail_p50_ms": percentile([r.timings_ms["server_tail"] for r in results], 50),
+        "head_p50_ms": percentile([r.timings_ms["head"] for r in results], 50),
         "request_bytes": request_bytes,
         "response_bytes": response_bytes,
     }
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
 #: label: (the server's --threads, this edge's torch threads); None is the thread policy's default.
@@ -283,26 +274,27 @@ def one_setting(label: str, model: str, split: str, codec: str, frames: int, win
 
     from ..threads import apply_threads, edge_threads, server_threads
 
-    _TORCH_DEFAULT_THREADS[:] = [torch.get_num_threads()]
+    torch_default = torch.get_num_threads()  # before anything changes it: what "0" stands for
     server_setting, edge_setting = SETTINGS[label]
     images = _frames(frames)
     server_args = ["--model", model, "--max-rate", "0", "--log-level", "WARNING"]
     if server_setting is not None:
         server_args += ["--threads", str(server_setting)]
-    server_count = server_threads(1) if server_setting is None else server_setting
+    server_count = (server_threads(1) if server_setting is None else server_setting) or torch_default
     rows = {}
     with ServerProcess(server_args) as server:
         for key, in_flight in (("one", 1), ("many", window)):
             edge_count = edge_threads(server.address, in_flight) if edge_setting is None else edge_setting
+            edge_count = edge_count or torch_default
             parts = components(model, split, codec, images[: min(40, frames)], edge_count, server_count)
-            apply_threads(edge_count or _TORCH_DEFAULT_THREADS[0])
+            apply_threads(edge_count)
             rows[key] = splitrt_stream(server.address, model, split, codec, images, in_flight)
             rows[key]["components_ms"] = parts
-            rows[key]["edge_threads"] = edge_count or _TORCH_DEFAULT_THREADS[0]
+            rows[key]["edge_threads"] = edge_count
             rows[key]["bound_fps"] = 1e3 / max(parts["edge"], parts["server"])
     return {
         "setting": label,
-        "server_threads": server_count or _TORCH_DEFAULT_THREADS[0],
+        "server_threads": server_count,
         **rows,
         "request_bytes": rows["one"]["request_bytes"],
         "response_bytes": rows["one"]["response_bytes"],

@@ -9,7 +9,6 @@ with splitrt.connect("127.0.0.1:8001", model="fasterrcnn_mobilenet_v3_large_320_
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -36,8 +35,6 @@ from .frames import FrameResult
 from .hedge import LateAnswers, LateCall, detect_hedged
 from .pipeline import FramePipeline, PendingFrame, default_split
 from .session import FrameStream
-
-log = logging.getLogger("splitrt.edge")
 
 __all__ = ["FrameFailed", "SplitClient", "default_split", "describe_rpc_error"]
 
