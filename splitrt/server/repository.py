@@ -6,6 +6,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -99,11 +100,18 @@ class ServedModel:
             outputs = {k: _to_cpu(outputs[k]) for k in self.model.output_names}
         return outputs, start, time.perf_counter_ns()
 
-    def infer(self, frame: FrameRequest) -> tuple[dict[str, Tensor], int, int, int]:
-        """Decode and run one frame on the calling worker: outputs, decode ns, tail start/end ns."""
+    def infer(
+        self, frame: FrameRequest, decoded: Callable[[], None] | None = None
+    ) -> tuple[dict[str, Tensor], int, int, int]:
+        """Decode and run one frame on the calling worker: outputs, decode ns, tail start/end ns.
+
+        ``decoded`` is called between the two (the frame is valid from then on: its metrics count it).
+        """
         began = time.perf_counter_ns()
         features, meta = self.decode(frame)
         decode_ns = time.perf_counter_ns() - began
+        if decoded is not None:
+            decoded()
         outputs, start, end = self.tail(features, meta, frame.split)
         return outputs, decode_ns, start, end
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -249,21 +250,31 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             frame = parse_request(request)
         except WireError as exc:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"frame {clip(request.id)}: {exc}") from None
+        decoded = threading.Event()
+
+        def count_decoded() -> None:
+            # Labelled only once decoded: split and codec are then known values, not whatever a client sent.
+            decoded.set()
+            self.metrics.requests.labels(served.name, frame.split, frame.codec).inc()
+            self.metrics.bytes_in.labels(served.name, frame.split).inc(len(frame.payload))
+
         try:
             if served.batcher is None:  # decode and tail in one job: two thread hops fewer per frame
-                outputs, decode_ns, start, end = await loop.run_in_executor(served.tail_worker, served.infer, frame)
+                outputs, decode_ns, start, end = await loop.run_in_executor(
+                    served.tail_worker, served.infer, frame, count_decoded
+                )
                 batch_size = 1
             else:  # decoded apart, so that frames decode while a batch runs
                 (features, meta), decode_ns = await loop.run_in_executor(self.decode_pool, _timed, served.decode, frame)
+                count_decoded()
                 outputs, start, end, batch_size = await served.batcher.submit(features, meta, frame.split)
         except _BAD_INPUT as exc:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"frame {clip(request.id)}: {exc}") from None
         except Exception as exc:  # a tail failure must not take the server down
+            if not decoded.is_set():
+                raise  # a fault in decoding: reported as such (INTERNAL, with its type) by _refusal
             log.exception("tail of %s failed on frame %s", served.name, clip(request.id))
             raise RequestError(grpc.StatusCode.INTERNAL, f"frame {clip(request.id)}: tail failed: {exc}") from None
-        # Labelled only once decoded: split and codec are then known values, not whatever a client sent.
-        self.metrics.requests.labels(served.name, frame.split, frame.codec).inc()
-        self.metrics.bytes_in.labels(served.name, frame.split).inc(len(frame.payload))
         labels = (served.name, frame.split)
         # decode: the decoding work itself; queue: every wait before the tail started (a turn, thread hops).
         waited = start - arrival - decode_ns
