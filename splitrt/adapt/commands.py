@@ -72,6 +72,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="full, no-exit (no early exit), no-hedge (nothing hedged), no-local (no local configuration); "
         "comma-separated (default: %(default)s)",
     )
+    grid.add_argument(
+        "--jobs", type=int, help="cells simulated at once, one process each (default: the cores available)"
+    )
     simulate.add_argument(
         "--live-seconds",
         type=float,

@@ -12,7 +12,9 @@ judged against three targets, printed with the table:
 from __future__ import annotations
 
 import json
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from typing import Any
 from tqdm import tqdm
 
 from ..channel.traces import open_trace
+from ..threads import available_cores
 from .experiment import best_static, contention_schedule, run_experiment
 from .metrics import calibration_error, reliability
 from .profile import Profile
@@ -178,6 +181,21 @@ def heat_map(cells: list[Cell], path: Path) -> Path:
     return path
 
 
+def _cell_job(job: tuple) -> Cell:
+    name, profile, trace, d, s, a, args = job
+    return run_cell(profile, name, trace, d, s, a, args)
+
+
+def _run_cells(combos: list[tuple], args: Any) -> list[Cell]:
+    """Every cell, on ``--jobs`` processes (cells are independent and each is single-threaded)."""
+    jobs = [(*combo, args) for combo in combos]
+    workers = min(len(jobs), max(1, getattr(args, "jobs", None) or available_cores()))
+    if workers <= 1:
+        return [_cell_job(job) for job in tqdm(jobs, desc="grid", unit="cell")]
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(tqdm(pool.map(_cell_job, jobs), total=len(jobs), desc=f"grid ({workers} processes)", unit="cell"))
+
+
 def grid_main(args: Any) -> int:
     deadlines, slowdowns = _floats(args.deadlines), _floats(args.slowdowns)
     ablations = [a.strip() for a in args.ablations.split(",") if a.strip()]
@@ -194,9 +212,7 @@ def grid_main(args: Any) -> int:
         for d in deadlines
         for s in slowdowns
     ]
-    cells = []
-    for name, profile, trace, d, s, a in tqdm(combos, desc="grid", unit="cell"):
-        cells.append(run_cell(profile, name, trace, d, s, a, args))
+    cells = _run_cells(combos, args)
     print(format_grid(cells))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
