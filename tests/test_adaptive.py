@@ -140,6 +140,8 @@ def test_losses_lower_the_chance_of_arriving_and_mark_the_link_down():
     link.lost(10_000, 1.0, 0.010)  # it never came
     link.timed_out(10_000, 1.0, 0.010)
     link.timed_out(10_000, 1.0, 0.010)
+    assert not link.snapshot().link_down  # three late frames in a row, but an answer came just now
+    link.tick(1.5)  # ... and nothing since: an outage
     after = link.snapshot()
     assert after.link_down and after.p_within(10_000, 0.1) == 0.0
     assert after.bandwidth_bps == pytest.approx(before.bandwidth_bps)  # a loss is no throughput sample
@@ -148,7 +150,81 @@ def test_losses_lower_the_chance_of_arriving_and_mark_the_link_down():
     assert link.snapshot().p_within(10_000, 0.1) is None
 
 
+def test_a_ping_after_one_late_frame_keeps_what_the_frames_measured():
+    """Only an outage resets the link's estimates; a slow frame followed by a ping is no outage."""
+    link = LinkEstimator()
+    for i in range(10):
+        link.tick(i * 0.2)
+        link.answered(3_000, 0.040 + 0.024 + 0.028, 0.028)
+    link.timed_out(3_000, 0.130, 0.028, pending=True)
+    link.probe_answered(0.045)
+    assert len(link.transfers.samples) == 10 and link.snapshot().p_within(3_000, 0.06) > 0.9
+
+
+def test_losses_from_an_outage_do_not_judge_the_link_after_it():
+    link = LinkEstimator()
+    link.answered(3_000, 0.1, 0.028)
+    for i in range(4):  # frames sent into an outage, unanswered
+        link.tick(1.0 + 0.2 * i)
+        link.timed_out(3_000, 0.130, 0.028, pending=True)
+    link.tick(3.0)
+    assert link.link_down
+    link.probe_answered(0.045)  # the link is back
+    assert not link.link_down
+    link.lost(3_000, 5.0, 0.028, sent_at=1.0)  # the outage's victims settle afterwards
+    link.answered(3_000, 2.5, 0.028, sent_at=1.4)
+    assert link.snapshot().transfers == () and link.snapshot().p_within(3_000, 0.1) is None
+    link.lost(3_000, 5.0, 0.028, sent_at=3.5)  # one sent after it does count
+    assert len(link.snapshot().transfers) == 1
+
+
+def test_device_load_follows_contention_not_one_slow_run():
+    from splitrt.adapt.estimators import DeviceLoadEstimator
+
+    load = DeviceLoadEstimator(cpu_sampling=False)
+    for ratio in [1.0, 0.9, 1.1, 1.0, 1.05, 0.95, 1.0, 1.0]:
+        load.observe(100.0 * ratio, 100.0)
+    load.observe(300.0, 100.0)  # one slow draw
+    assert load.value == pytest.approx(1.0, abs=0.06)
+    for _ in range(10):  # contention: every run twice as slow
+        load.observe(200.0, 100.0)
+    assert load.value == pytest.approx(2.0)
+
+
 # -- controller -------------------------------------------------------------------------------------
+def slow_device_profile() -> Profile:
+    """A device 16x slower than the server: its exit takes about the deadline, only JPEG offload is quick."""
+    configs = [
+        ConfigProfile(Configuration("local", "local", None, None, "features.6"), 140.0, 200.0, 0, 0, 0, 74.0, []),
+        entry("input", "jpeg:50", 11.0, 2600, 28.0, 62.0),
+    ]
+    return Profile("slow", "0" * 16, {"kind": "hand-made for tests"}, 0, configs)
+
+
+def test_an_exit_that_only_sometimes_makes_the_deadline_hedges_the_offload_and_is_preferred():
+    profile = slow_device_profile()
+    exit_, jpeg = profile["exit@features.6"], profile["offload/jpeg:50"]
+    controller = AdaptiveController(profile, deadline_ms=130)
+    decision = controller.decide(0.0, estimates(2e6))
+    assert decision.name == "offload/jpeg:50" and decision.fallback.name == "exit@features.6"
+    assert decision.patience_ms is None  # the better local result is waited for until the deadline
+    # the same rule in the simulator: the exit when it is done in time, else the answer already in hand
+    scenario = Scenario(profile, Trace.constant(2.0, 20), deadline_ms=130, fps=5)
+    sim = Simulator(scenario)
+    from splitrt.adapt.simulate import Plan
+
+    outcomes = [sim.play(i, 0.0, 0.0, Plan(jpeg.name, exit_.name)) for i in range(sim.frames)]
+    quick = [o for o in outcomes if o.mode == "fallback"]
+    assert quick and all(o.local_first and o.hit and o.delivered.name == exit_.name for o in quick)
+    answered = [o for o in outcomes if o.mode == "remote"]
+    assert answered and all(o.hit and o.latency_ms == pytest.approx(130 - 3, abs=0.01) for o in answered)
+    # run end to end, it beats both of its parts alone, and no exit win counts as a late frame
+    runs = {p: sim.run(p) for p in ("static:offload/jpeg:50+hedge", "static:offload/jpeg:50", "static:exit@features.6")}
+    value = {p: r.summary(130)["accuracy_in_time"] for p, r in runs.items()}
+    assert value["static:offload/jpeg:50+hedge"] > max(value["static:offload/jpeg:50"], value["static:exit@features.6"])
+    assert runs["static:offload/jpeg:50+hedge"].summary(130)["timeouts"] == 0
+
+
 def test_controller_goes_local_without_bandwidth_and_best_with_plenty():
     profile = toy_profile()
     zero = AdaptiveController(profile, deadline_ms=200)

@@ -223,5 +223,26 @@ def test_hedged_frame_past_its_deadline_still_measures_the_link(server):
                 if answers:
                     break
             assert len(answers) == 1
-            nbytes, rtt, server_s = answers[0]
+            nbytes, rtt, server_s, _sent = answers[0]
             assert nbytes == result.wire_bytes and 0.2 < rtt < 1.3 and server_s > 0
+
+
+def test_hedged_frame_preferring_the_local_model_waits_for_it_and_keeps_the_answer_as_a_sample(server):
+    """The local model is the better result: delivered although the server answered first; the answer
+    is handed to the estimator as a link sample (not as a late frame)."""
+    import splitrt
+
+    with splitrt.connect(server.address, "shapes=shapes_fcos", split="features.6/eb2", codec="entropy") as client:
+        client.wait_ready(60)
+        client.use_local(None)  # the full local model: slower than the server's answer on loopback
+        result = client.detect(_shapes_image(), answer_by=time.perf_counter() + 30.0, hedge=True, prefer_local=True)
+        assert result.mode == "fallback" and result.extra.get("local_first") is True
+        assert result.note == "hedged: the local model is the more accurate and finished in time"
+        assert result.boxes is not None
+        answers = []
+        for _ in range(100):
+            answers += client.late_answers.settled()
+            if answers:
+                break
+            time.sleep(0.05)
+        assert len(answers) == 1 and answers[0][1] is not None  # answered: a sample of the link

@@ -23,6 +23,14 @@ configuration by its expected accuracy, P(answer in time) x its mAP +
 (``Estimates.p_within``).  An unhedged remote configuration must fit with
 the safety margin and be likely to arrive.
 
+A local model that finishes in time only some of the time (a slow device
+whose exit takes about the deadline) is still a hedge worth running: its
+chance of finishing in time is taken from its lognormal device time.  When
+it is the more accurate of the two (a cheap JPEG offload hedged with an exit
+that usually just misses), the roles swap: the edge waits for the local
+result until the deadline and delivers the server's answer, already in
+hand, only if the local model does not finish in time.
+
 Hysteresis: leaving a choice that can no longer meet the deadline is
 immediate; any other change waits until the new choice has looked better
 for a while, longer when it means changing split point than when only the
@@ -41,10 +49,12 @@ OBJECTIVES = ("accuracy", "latency")
 STABLE_MARGIN = 0.05  # head, base RTT and server times vary little once measured
 MAX_EXPLORE_WAIT_S = 60.0
 UNKNOWN_P = 0.5  # a hedged frame on a link not yet measured: a coin flip, and worth the try
+SOFT_HEDGE_P = 0.2  # a local model done in time less often than this is no hedge: it only keeps the device busy
 MIN_GAIN = 0.25  # mAP a hedged remote frame must be expected to add over its local model to be worth sending
 #: Three-point Gauss-Hermite nodes for a standard normal: (weight, z).
 HEAD_QUADRATURE = ((1 / 6, -math.sqrt(3.0)), (2 / 3, 0.0), (1 / 6, math.sqrt(3.0)))
 RTT_PROBE_EVERY_S = 5.0  # base-RTT pings while frames go over the link
+SAFE_LOCAL_P = 0.95  # a local model done in time this often is a safe place to step down to
 SAFE_MOVE_GAIN = 1.0  # mAP a safe move must add to happen at once (less waits, as any move: no flapping)
 EXPLORE_FRAMES = 5  # frames an exploration sends in a row, so that what they measure can decide
 STICKY_REMOTE_S = 10.0  # a stay on the link this long resets the exploration back-off
@@ -92,14 +102,48 @@ class Decision:
 
 
 def best_hedge(profile: Profile, entry: ConfigProfile, budget_ms: float, device_load: float) -> ConfigProfile | None:
-    """The most accurate local configuration the device can run after ``entry``'s head within ``budget_ms``."""
+    """The local configuration to run after ``entry``'s head: the most mAP expected within ``budget_ms``.
+
+    One that fits even when the device is slow counts in full; one that fits only some of
+    the time counts by its chance of finishing in time, and not at all below ``SOFT_HEDGE_P``."""
     if not entry.config.remote:
         return None
-    head = slow_ms(entry, entry.head_ms * device_load)
-    fits = [
-        c for c in profile.local_configs() if head + slow_ms(c, c.device_ms_after(entry) * device_load) <= budget_ms
-    ]
-    return max(fits, key=lambda c: c.map) if fits else None
+    scored = [(hedge_in_time(entry, c, budget_ms, device_load) * c.map, c) for c in profile.local_configs()]
+    scored = [(value, c) for value, c in scored if value > 0]
+    return max(scored, key=lambda vc: vc[0])[1] if scored else None
+
+
+def hedge_in_time(entry: ConfigProfile, hedge: ConfigProfile, budget_ms: float, device_load: float) -> float:
+    """How likely ``hedge``, run right after ``entry``'s head, is done within ``budget_ms`` (0 below
+    ``SOFT_HEDGE_P``; 1 when it fits at the slow end of both device times)."""
+    head, after = entry.head_ms * device_load, hedge.device_ms_after(entry) * device_load
+    if slow_ms(entry, head) + slow_ms(hedge, after) <= budget_ms:
+        return 1.0
+    p = p_device_within(head + after, max(log_spread(entry), log_spread(hedge)), budget_ms)
+    return p if p >= SOFT_HEDGE_P else 0.0
+
+
+def p_device_within(median_ms: float, sigma: float, budget_ms: float) -> float:
+    """P(a lognormal device time with this median and sigma is at most ``budget_ms``)."""
+    if median_ms <= 0:
+        return 1.0
+    if budget_ms <= 0:
+        return 0.0
+    if sigma <= 0:
+        return 1.0 if median_ms * (1.0 + STABLE_MARGIN) <= budget_ms else 0.0
+    return 0.5 * (1.0 + math.erf(math.log(budget_ms / median_ms) / (sigma * math.sqrt(2.0))))
+
+
+def hedged_value(entry: ConfigProfile, hedge: ConfigProfile, p_remote: float, p_local: float) -> tuple[float, float]:
+    """(expected mAP in time, what the link adds over the local model alone) of a hedged frame.
+
+    The more accurate result is preferred when both come in time (``Simulator.play`` and
+    ``detect_hedged`` follow the same rule)."""
+    if hedge.map > entry.map:
+        added = (1.0 - p_local) * p_remote * entry.map
+        return p_local * hedge.map + added, added
+    value = p_remote * entry.map + (1.0 - p_remote) * p_local * hedge.map
+    return value, value - p_local * hedge.map
 
 
 def slow_ms(entry: ConfigProfile, median_ms: float) -> float:
@@ -236,6 +280,10 @@ class AdaptiveController:
         stable, transfer = self._parts_ms(entry, est)
         if not math.isfinite(transfer):
             return 0.0
+        # A probability, not a safety check: no margin, and no jitter on top of the transfer samples,
+        # which already hold the spread of the network time (each is the round trip less the least
+        # one).  Both made it under-confident (0.45 predicted, 0.63 observed at a 100 ms deadline).
+        stable -= est.jitter_s * 1e3
         budget = self.budget_ms if budget_ms is None else budget_ms
         head = entry.head_ms * est.device_load
         sigma = log_spread(entry)
@@ -243,7 +291,7 @@ class AdaptiveController:
         # head times (Gauss-Hermite), so a configuration whose median just misses keeps its real chance.
         total = 0.0
         for weight, z in HEAD_QUADRATURE:
-            left = budget - (stable - head + head * math.exp(sigma * z)) * (1.0 + STABLE_MARGIN)
+            left = budget - (stable - head + head * math.exp(sigma * z))
             if left > 0:
                 p = est.p_within(entry.bytes_mean, left / 1e3)
                 if p is None:
@@ -254,15 +302,7 @@ class AdaptiveController:
     def _p_local(self, entry: ConfigProfile, est: Estimates) -> float:
         """How likely a local configuration finishes within the budget: its device time is taken as
         lognormal with the profile's median and p95 (what the simulator draws)."""
-        median = entry.head_ms * est.device_load
-        sigma = log_spread(entry)
-        if median <= 0:
-            return 1.0
-        if sigma <= 0:
-            return 1.0 if median * (1.0 + STABLE_MARGIN) <= self.budget_ms else 0.0
-        if self.budget_ms <= 0:
-            return 0.0
-        return 0.5 * (1.0 + math.erf(math.log(self.budget_ms / median) / (sigma * math.sqrt(2.0))))
+        return p_device_within(entry.head_ms * est.device_load, log_spread(entry), self.budget_ms)
 
     def _p(self, entry: ConfigProfile, est: Estimates, budget_ms: float | None = None) -> float:
         """``p_in_time``, or before anything is known a guess: a coin flip if the prior link fits, half that
@@ -285,9 +325,11 @@ class AdaptiveController:
         p = self._p(entry, est)
         if hedge is not None:
             if self.p_in_time(entry, est) is None:
-                p = UNKNOWN_P  # it cannot miss: worth finding out
-            # The local model alone scores hedge.map for less: the link must add something.
-            return p * entry.map + (1.0 - p) * hedge.map if p * (entry.map - hedge.map) >= MIN_GAIN else None
+                p = UNKNOWN_P  # the local model covers it: worth finding out
+            p_local = hedge_in_time(entry, hedge, self.budget_ms, est.device_load)
+            value, added = hedged_value(entry, hedge, p, p_local)
+            # The local model alone scores about as much for less: the link must add something.
+            return value if added >= MIN_GAIN else None
         score, _ = self._unhedged(entry, est)
         return score if score >= MIN_GAIN else None
 
@@ -425,21 +467,30 @@ class AdaptiveController:
         # fits).  A move to a remote choice without one waits until it has looked better a while.
         best_score = self._score(best, est) or 0.0
         if current.config.remote and not best.config.remote and best_score > score:
-            return True
+            # A local model that may itself miss is no safe move: only a clear gain is worth leaving the
+            # link at once for (a near tie flips with every noisy head time and the link goes unmeasured).
+            if self._p_local(best, est) >= SAFE_LOCAL_P or best_score > score + max(SAFE_MOVE_GAIN, 0.1 * best.map):
+                return True
         return best.config.remote and self._safe(best, est) and best_score > score + SAFE_MOVE_GAIN
 
     def _safe(self, entry: ConfigProfile, est: Estimates) -> bool:
         """A frame run with ``entry`` delivers something in time even if its answer is late."""
         if not entry.config.remote:
             return True
-        return self.hedge_for(entry, est) is not None or self.late_fallback_for(entry, est) is not None
+        hedge = self.hedge_for(entry, est)
+        if hedge is not None and hedge_in_time(entry, hedge, self.budget_ms, est.device_load) >= 1.0:
+            return True
+        return self.late_fallback_for(entry, est) is not None
 
     def _decision(self, entry: ConfigProfile, predicted: float, reason: str, est: Estimates) -> Decision:
         hedge = self.hedge_for(entry, est) if entry.config.remote else None
         late = self._unhedged(entry, est)[1] if hedge is None and entry.config.remote else None
         p = self.p_in_time(entry, est) if entry.config.remote else None
         patience = None
-        if hedge is not None and self._interval_s is not None and self._interval_s * 1e3 < self.deadline_ms:
+        # Patience applies to the server's answer; a more accurate local model the device runs anyway
+        # is waited for until the deadline.
+        waits_for_answer = hedge is not None and hedge.map <= entry.map
+        if waits_for_answer and self._interval_s is not None and self._interval_s * 1e3 < self.deadline_ms:
             patience = self._interval_s * 1e3
         return Decision(entry, predicted, reason, hedge, p, late, self._score(entry, est), patience)
 

@@ -15,7 +15,8 @@ import psutil
 
 MAX_DISCOUNT = 0.5
 LOAD_REFERENCE_MS = 40.0  # a head this long (as profiled) counts as one full device-load sample
-DOWN_AFTER = 3  # consecutive unanswered frames before the link counts as down
+DOWN_AFTER = 3  # consecutive unanswered frames before the link counts as down ...
+DOWN_SILENCE_S = 1.0  # ... and nothing answered (a frame, a late frame or a ping) for this long
 
 
 class Ewma:
@@ -200,10 +201,18 @@ class LatencyEstimator:
 
 
 class DeviceLoadEstimator:
-    """How much slower the head runs than profiled: contention shows up here even when the OS looks idle."""
+    """How much slower the head runs than profiled: contention shows up here even when the OS looks idle.
 
-    def __init__(self, alpha: float = 0.3, cpu_sampling: bool = True) -> None:
-        self.factor = Ewma(alpha, 1.0)
+    The estimate is the weighted median of the last ``window`` ratios (measured over profiled
+    time).  A head's time varies from frame to frame by itself (its profiled spread, which the
+    controller already counts); an average of the ratios, as before, followed that noise: a
+    slow device's exit, profiled at about the deadline, looked in time on one frame and hopeless
+    on the next, and the controller switched with it.  A median ignores single slow or quick
+    runs and still follows real contention within half a window.
+    """
+
+    def __init__(self, window: int = 15, cpu_sampling: bool = True) -> None:
+        self.ratios: deque[tuple[float, float]] = deque(maxlen=window)  # (ratio, weight)
         self.cpu_sampling = cpu_sampling
         if cpu_sampling:
             psutil.cpu_percent(None)  # prime the counter
@@ -212,12 +221,20 @@ class DeviceLoadEstimator:
         """One head (or local model) run; short ones count less, their ratio is mostly timing noise."""
         if profiled_ms > 0 and measured_ms > 0:
             weight = min(1.0, profiled_ms / LOAD_REFERENCE_MS)
-            self.factor.update(max(0.5, measured_ms / profiled_ms), weight)
+            self.ratios.append((max(0.5, measured_ms / profiled_ms), weight))
         return self.value
 
     @property
     def value(self) -> float:
-        return self.factor.value or 1.0
+        if not self.ratios:
+            return 1.0
+        ordered = sorted(self.ratios)
+        half, seen = sum(w for _, w in ordered) / 2, 0.0
+        for ratio, weight in ordered:
+            seen += weight
+            if seen >= half:
+                return ratio
+        return ordered[-1][0]
 
     def cpu_percent(self) -> float | None:
         """The OS's view, a secondary signal recorded next to the head-time ratio."""
@@ -290,15 +307,24 @@ class LinkEstimator:
         self.now = 0.0
         self.consecutive_timeouts = 0
         self.last_good_bps: float | None = None
+        self.last_answer_at = -float("inf")
+        self.restarted_at = -float("inf")  # when a probe last found the link back from an outage
 
-    def answered(self, nbytes: float, rtt_s: float, server_s: float, queue_s: float = 0.0) -> None:
+    def answered(
+        self, nbytes: float, rtt_s: float, server_s: float, queue_s: float = 0.0, sent_at: float | None = None
+    ) -> None:
         """An answer, in time or ``late`` (the answer of a frame given up on: it still tells how the
-        link carried the frame)."""
+        link carried the frame).  ``sent_at`` (the driver's clock): a late answer to a frame sent
+        before the link came back from an outage measures the outage, which is over."""
+        if self._before_restart(sent_at):
+            self.last_answer_at = self.now
+            return
         self.bandwidth.observe(nbytes, rtt_s, server_s)
         self.transfers.add(nbytes, max(0.0, rtt_s - server_s - self.bandwidth.base_rtt_s), self.now)
         self.latency.observe(self.bandwidth.base_rtt_s)
         self.server.observe(queue_s)
         self.consecutive_timeouts = 0
+        self.last_answer_at = self.now
 
     def timed_out(self, nbytes: float, waited_s: float, server_s: float = 0.0, pending: bool = False) -> None:
         """No answer within ``waited_s`` (``server_s`` of which the server needs anyway).
@@ -317,8 +343,10 @@ class LinkEstimator:
         if not pending:
             self._lost(nbytes, link_s)
 
-    def lost(self, nbytes: float, waited_s: float, server_s: float = 0.0) -> None:
+    def lost(self, nbytes: float, waited_s: float, server_s: float = 0.0, sent_at: float | None = None) -> None:
         """A frame whose answer never came (while the edge listened for ``waited_s``)."""
+        if self._before_restart(sent_at):
+            return  # lost in the outage, already counted as one: the link after it is judged afresh
         link_s = waited_s - self.bandwidth.base_rtt_s - server_s
         if link_s >= self.bandwidth.min_transfer_s:
             self._lost(nbytes, link_s)
@@ -329,10 +357,16 @@ class LinkEstimator:
         # something: in the chance of arriving in time (``transfers``) and in outage detection.
         self.transfers.lost(nbytes, self.now)
 
+    def _before_restart(self, sent_at: float | None) -> bool:
+        return sent_at is not None and sent_at < self.restarted_at
+
     @property
     def link_down(self) -> bool:
-        """Several frames in a row unanswered: one late frame on a slow link is not an outage."""
-        return self.consecutive_timeouts >= DOWN_AFTER
+        """Several frames in a row unanswered, and a while without any answer: one late frame on a slow
+        link is not an outage, and neither are a few whose late answers are on their way (on a
+        cellular uplink three frames in a row often miss a deadline and arrive 100 ms later;
+        calling that an outage made the edge leave a link that carried 85% of frames in time)."""
+        return self.consecutive_timeouts >= DOWN_AFTER and self.now - self.last_answer_at >= DOWN_SILENCE_S
 
     def probe_answered(self, rtt_s: float) -> None:
         """A probe got through: the link is up.  After an outage, start again from a modest guess.
@@ -342,11 +376,16 @@ class LinkEstimator:
         not a bandwidth sample: tried in the simulator, padded probes made the controller
         chase every short good spell (more switches, more late frames).
         """
-        if self.consecutive_timeouts > 0 or self.bandwidth.predict() is None:
+        if self.link_down or self.bandwidth.predict() is None:
             # No more than the first guess: the link that just came back may not be the one that left.
             self.bandwidth.restart(min(self.last_good_bps or self.first_guess_bps, self.first_guess_bps))
             self.transfers.samples.clear()
-        self.consecutive_timeouts = 0
+            self.consecutive_timeouts = 0
+            self.restarted_at = self.now
+        # A frame or two late is a slow link, not an outage: a ping that gets through then says
+        # nothing new, and forgetting what the frames measured (as before) left one lost frame
+        # to judge the link by (p ~ 0.25): the edge left a link that carried 85% of frames in time.
+        self.last_answer_at = self.now
         self.bandwidth.base_rtts.append(rtt_s)
         self.latency.observe(self.bandwidth.base_rtt_s)
 

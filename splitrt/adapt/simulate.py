@@ -78,6 +78,9 @@ class Outcome:
     nbytes: int = 0
     sent: float | None = None
     answer: float | None = None  # when the server's answer arrives (remote configurations)
+    #: A hedged frame whose more accurate local model won: its answer may still come in time,
+    #: so it is no timeout (the late answer, if any, measures the link when it comes).
+    local_first: bool = False
 
     @property
     def accuracy_in_time(self) -> float:
@@ -197,7 +200,13 @@ class Simulator:
             local_done = sent + hedge.device_ms_after(entry) * load * slow[hedge.name] / 1e3
             # the local result is kept until the deadline (or the patience) in case the better answer comes
             wait_until = due if plan.patience_s is None else captured + min(self.deadline, plan.patience_s)
-            ready = max(wait_until - HAND_OVER_S, local_done)
+            last_moment = wait_until - HAND_OVER_S
+            if hedge.map > entry.map:  # the local model is the better result, the answer the safety net
+                if local_done <= last_moment:
+                    return self._outcome("fallback", hedge, local_done, captured, crossed, local_first=True, **common)
+                if answer <= last_moment:  # waited for the local model as long as it could
+                    return self._outcome("remote", entry, last_moment, captured, crossed, **common)
+            ready = max(last_moment, local_done)
             if answer <= ready:
                 return self._outcome("remote", entry, answer, captured, crossed, **common)
             return self._outcome("fallback", hedge, ready, captured, crossed, **common)
@@ -306,8 +315,11 @@ class Simulator:
         if outcome.sent is None or outcome.answer is None:
             return
         server_s = entry.tail_ms / 1e3
-        if outcome.mode == "remote":
+        if outcome.mode == "remote" or outcome.answer <= outcome.done:
             estimator.answered(outcome.nbytes, outcome.answer - outcome.sent, server_s)
+            return
+        if outcome.local_first:  # not late: the answer is still on its way
+            late.append((outcome.sent, outcome.answer, outcome.nbytes, server_s))
             return
         stopped = outcome.done
         if outcome.mode == "fallback" and plan.hedge is None:  # it waited, then ran the fallback
@@ -332,10 +344,10 @@ class Simulator:
         """A frame given up on: once its answer is in, it is a (slow) transfer sample like any other."""
         sent, answered, nbytes, server_s = frame
         if answered <= now and answered - sent <= LATE_ANSWER_S:
-            estimator.answered(nbytes, answered - sent, server_s)
+            estimator.answered(nbytes, answered - sent, server_s, sent_at=sent)
             return True
         if now - sent > LATE_ANSWER_S:  # the edge stopped listening: lost
-            estimator.lost(nbytes, LATE_ANSWER_S, server_s)
+            estimator.lost(nbytes, LATE_ANSWER_S, server_s, sent_at=sent)
             return True
         return False
 

@@ -94,11 +94,11 @@ class AdaptiveEdge:
         now = time.perf_counter()
         self.estimator.tick(now - self.t0)
         self._settle_probe()
-        for nbytes, rtt, server in self.client.late_answers.settled():
+        for nbytes, rtt, server, sent in self.client.late_answers.settled():
             if rtt is None:  # the edge stopped listening: the frame never crossed in time
-                self.estimator.lost(nbytes, LATE_LISTEN_S, server)
+                self.estimator.lost(nbytes, LATE_LISTEN_S, server, sent_at=sent - self.t0)
             else:
-                self.estimator.answered(nbytes, rtt, server)
+                self.estimator.answered(nbytes, rtt, server, sent_at=sent - self.t0)
         estimates = self.estimator.snapshot()
         decision = self.controller.decide(now - self.t0, estimates, (now - captured) * 1e3)
         if self.adaptive and self._probe is None and self.controller.probe_due(now - self.t0):
@@ -109,6 +109,7 @@ class AdaptiveEdge:
         self._configure(entry)
         load = self.estimator.device.value
         hedge = decision.fallback is not None and entry.config.remote
+        prefer_local = hedge and decision.fallback.map > entry.map  # the rule Simulator.play follows
         late = decision.late_fallback
         if hedge:
             patience_s = (
@@ -127,7 +128,9 @@ class AdaptiveEdge:
             self.client.on_failure = "drop"
         began = time.perf_counter()
         try:
-            result = self.client.detect(image, answer_by=answer_by if entry.config.remote else None, hedge=hedge)
+            result = self.client.detect(
+                image, answer_by=answer_by if entry.config.remote else None, hedge=hedge, prefer_local=prefer_local
+            )
         except FrameFailed as exc:  # no fallback fits: reported as missed, not lost
             result = FrameResult(self.client.pipeline.next_id - 1, "timeout", entry.config.split, entry.config.codec, 0)
             result.note = f"missed the deadline, no local model fits: {exc}"
@@ -183,6 +186,8 @@ class AdaptiveEdge:
             server = t.get("server", 0.0) / 1e3
             rtt = t["network"] / 1e3 + server
             self.estimator.answered(result.wire_bytes, rtt, server, t.get("server_queue", 0.0) / 1e3)
+        elif result.extra.get("local_first"):
+            return  # not late: its answer, in or on its way, is settled through the late answers
         elif result.mode in ("fallback", "timeout") and entry.config.remote:
             sent_at = began + (t.get("head", 0.0) + t.get("encode", 0.0)) / 1e3
             waited = max(1e-3, answer_by - sent_at)

@@ -195,7 +195,9 @@ class SplitClient:
         return time.perf_counter() - sent
 
     # -- one frame ------------------------------------------------------------------
-    def detect(self, image: Any, answer_by: float | None = None, hedge: bool = False) -> FrameResult:
+    def detect(
+        self, image: Any, answer_by: float | None = None, hedge: bool = False, prefer_local: bool = False
+    ) -> FrameResult:
         """Process one frame with a unary call.
 
         ``answer_by`` (a ``time.perf_counter()`` instant) overrides the timeout: an
@@ -203,7 +205,8 @@ class SplitClient:
         device (what the adaptive edge uses to still meet a deadline).  With ``hedge``
         the local model (at ``local_input_size``) runs while the frame is out and its
         result is delivered if the server has not answered by ``answer_by``
-        (``splitrt.edge.hedge``).
+        (``splitrt.edge.hedge``); with ``prefer_local`` too the local result is preferred
+        when it is ready by ``answer_by``.
 
         Raises FrameFailed when the server refuses the frame, or cannot be
         reached and ``on_failure`` is ``"drop"``.
@@ -212,7 +215,7 @@ class SplitClient:
         if isinstance(prepared, FrameResult):
             return prepared
         if hedge and answer_by is not None:
-            return detect_hedged(self, prepared, answer_by)
+            return detect_hedged(self, prepared, answer_by, prefer_local)
         if answer_by is not None:
             return self._detect_until(prepared, answer_by)
         prepared.sent = time.perf_counter()

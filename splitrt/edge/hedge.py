@@ -4,7 +4,8 @@ Once a frame is out, the device would otherwise sit idle waiting for the
 server.  A hedged frame uses that time to run a (cheaper) local model on the
 same image.  The server's answer wins if it comes by the deadline (or before
 the local model is done); otherwise the local result is delivered (mode
-``fallback``) and the frame is never late because of the link.  The call is
+``fallback``) and the frame is never late because of the link.  When the
+local model is the more accurate one (``prefer_local``) the roles swap.  The call is
 not cancelled: its late answer still tells the edge how the link carried
 the frame (``LateAnswers``).
 """
@@ -40,7 +41,7 @@ class LateCall:
 
 
 class LateAnswers:
-    """Calls given up on; ``settled()`` hands over those answered since, as (bytes, rtt_s, server_s)."""
+    """Calls given up on; ``settled()`` hands over those answered since."""
 
     def __init__(self) -> None:
         self._calls: list[LateCall] = []
@@ -54,15 +55,16 @@ class LateAnswers:
             late.call.cancel()
         self._calls = []
 
-    def settled(self) -> list[tuple[int, float | None, float]]:
-        """(bytes, rtt_s, server_s) of calls finished since; rtt_s None: never answered (the call timed out)."""
+    def settled(self) -> list[tuple[int, float | None, float, float]]:
+        """(bytes, rtt_s, server_s, sent) of calls finished since; rtt_s None: never answered (the call
+        timed out); sent: when it went out (``time.perf_counter``)."""
         answered, pending = [], []
         for late in self._calls:
             if not late.call.done():
                 pending.append(late)
                 continue
             if late.call.exception() is not None:
-                answered.append((late.nbytes, None, 0.0))
+                answered.append((late.nbytes, None, 0.0, late.sent))
                 continue
             if late.received:
                 try:
@@ -70,7 +72,7 @@ class LateAnswers:
                 except WireError:
                     continue
                 server_s = sum(float(params.get(p, 0)) for p in (DECODE_US, QUEUE_US, TAIL_US)) / 1e6
-                answered.append((late.nbytes, late.received[0] - late.sent, server_s))
+                answered.append((late.nbytes, late.received[0] - late.sent, server_s, late.sent))
         self._calls = pending
         return answered
 
@@ -97,8 +99,14 @@ class LocalRun(threading.Thread):
         self.done.put("local")
 
 
-def detect_hedged(client: SplitClient, item: PendingFrame, answer_by: float) -> FrameResult:
-    """Send ``item`` and run the local model meanwhile; the server's answer if it comes in time."""
+def detect_hedged(client: SplitClient, item: PendingFrame, answer_by: float, prefer_local: bool = False) -> FrameResult:
+    """Send ``item`` and run the local model meanwhile; the server's answer if it comes in time.
+
+    ``prefer_local``: the local model is the more accurate of the two (a cheap offload hedged
+    with an exit on a slow device), so the answer is the safety net: the edge waits for the
+    local result until ``answer_by`` and delivers the answer, already in hand, only if the
+    local model is not done by then.
+    """
     events: queue.Queue[str] = queue.Queue()
     late = LateCall(None, time.perf_counter(), item.result.wire_bytes)  # type: ignore[arg-type]
     item.sent = late.sent
@@ -109,31 +117,43 @@ def detect_hedged(client: SplitClient, item: PendingFrame, answer_by: float) -> 
     local.start()
     client.pipeline.background = local  # the next frame waits for the device to be free
     refused: str | None = None
+    answered = False  # the server's answer is in (prefer_local: kept while the local model runs)
     while True:
-        if local.outputs is not None or local.error is not None:  # the local result is ready
-            if refused is not None or time.perf_counter() >= answer_by:
-                break
-            wait: float | None = answer_by - time.perf_counter()
-        else:
-            wait = None
+        local_ready = local.outputs is not None or local.error is not None
+        if local_ready and prefer_local and local.error is None:
+            break  # the better result, in time
+        if answered and (local_ready or time.perf_counter() >= answer_by):
+            local.cancel.set()
+            return _answered(client, item, late)
+        if local_ready and (refused is not None or time.perf_counter() >= answer_by):
+            break
+        wait = answer_by - time.perf_counter() if (local_ready or answered) else None
         try:
-            event = events.get(timeout=wait)
+            event = events.get(timeout=None if wait is None else max(0.0, wait))
         except queue.Empty:
             continue
         if event == "remote":
             exc = late.call.exception()
             if exc is None:
-                local.cancel.set()
-                return _answered(client, item, late)
-            refused = _describe(exc)
+                if not prefer_local:
+                    local.cancel.set()
+                    return _answered(client, item, late)
+                answered = True
+            else:
+                refused = _describe(exc)
     if local.error is not None:  # neither result: say why, the frame is not lost
         why = f"local model failed: {local.error}; server: {refused or 'no answer in time'}"
         return client.pipeline.error(item, why)
+    local_first = prefer_local and time.perf_counter() <= answer_by
     if refused is None:
-        client.late_answers.add(late)  # still listening: the answer will measure the link
+        client.late_answers.add(late)  # answered or still listening: the answer measures the link
     result = item.result
     result.mode = "fallback"
-    result.note = f"hedged: {refused or 'no answer by the deadline'}; ran on the device"
+    if local_first:
+        result.note = "hedged: the local model is the more accurate and finished in time"
+        result.extra["local_first"] = True
+    else:
+        result.note = f"hedged: {refused or 'no answer by the deadline'}; ran on the device"
     result.timings_ms.update({"local": local.seconds * 1e3, "total": (time.perf_counter() - item.started) * 1e3})
     client.counters["fallback"] += 1
     return result_from_outputs(result, local.outputs)
