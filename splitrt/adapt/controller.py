@@ -42,6 +42,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from .calibration import OnlineCalibration
 from .estimators import Estimates, p_within
 from .profile import ConfigProfile, Profile, log_spread
 
@@ -54,6 +55,7 @@ MIN_GAIN = 0.25  # mAP a hedged remote frame must be expected to add over its lo
 #: Three-point Gauss-Hermite nodes for a standard normal: (weight, z).
 HEAD_QUADRATURE = ((1 / 6, -math.sqrt(3.0)), (2 / 3, 0.0), (1 / 6, math.sqrt(3.0)))
 RTT_PROBE_EVERY_S = 5.0  # base-RTT pings while frames go over the link
+TIE_MAP = 0.5  # expected mAP within this of the best counts as as good (then the fewest bytes win)
 SAFE_LOCAL_P = 0.95  # a local model done in time this often is a safe place to step down to
 SAFE_MOVE_GAIN = 1.0  # mAP a safe move must add to happen at once (less waits, as any move: no flapping)
 EXPLORE_FRAMES = 5  # frames an exploration sends in a row, so that what they measure can decide
@@ -77,6 +79,8 @@ class Decision:
     #: frames due faster than the deadline, waiting longer than the frame interval for a better
     #: answer would start every later frame late.
     patience_ms: float | None = None
+    #: ``p_in_time`` before the recalibration: what the driver reports back with the outcome.
+    p_raw: float | None = None
 
     @property
     def name(self) -> str:
@@ -94,6 +98,8 @@ class Decision:
             out["late_fallback"] = self.late_fallback.name
         if self.p_in_time is not None:
             out["p_in_time"] = round(self.p_in_time, 3)
+        if self.p_raw is not None:
+            out["p_raw"] = round(self.p_raw, 3)
         if self.expected_map is not None:
             out["expected_map"] = round(self.expected_map, 2)
         if self.patience_ms is not None and self.fallback is not None:
@@ -179,6 +185,9 @@ class StaticController:
     def probe_due(self, now_s: float) -> bool:
         return False
 
+    def outcome(self, predicted: float, in_time: bool) -> None:
+        """A fixed choice learns nothing from how its frames fared."""
+
 
 class AdaptiveController:
     def __init__(
@@ -223,6 +232,7 @@ class AdaptiveController:
         self._explore_left = 0
         self._last_capture: float | None = None
         self._interval_s: float | None = None
+        self.calibration = OnlineCalibration()
 
     # -- prediction ------------------------------------------------------------------------
     def predict_ms(self, entry: ConfigProfile, est: Estimates) -> float:
@@ -276,7 +286,12 @@ class AdaptiveController:
 
     def p_in_time(self, entry: ConfigProfile, est: Estimates, budget_ms: float | None = None) -> float | None:
         """How likely ``entry``'s answer comes within ``budget_ms`` (default: in time), from the recent
-        transfer times (None: none lately)."""
+        transfer times and recalibrated by how such predictions fared (None: no transfers lately)."""
+        raw = self.p_in_time_raw(entry, est, budget_ms)
+        return None if raw is None else self.calibration.correct(raw)
+
+    def p_in_time_raw(self, entry: ConfigProfile, est: Estimates, budget_ms: float | None = None) -> float | None:
+        """``p_in_time`` before the recalibration."""
         stable, transfer = self._parts_ms(entry, est)
         if not math.isfinite(transfer):
             return 0.0
@@ -298,6 +313,11 @@ class AdaptiveController:
                     return None
                 total += weight * p
         return total
+
+    def outcome(self, predicted: float, in_time: bool) -> None:
+        """How a remote frame fared against its ``p_in_time`` (once the edge knows: answered, or the
+        deadline passed): feeds the recalibration of later predictions."""
+        self.calibration.observe(predicted, in_time)
 
     def _p_local(self, entry: ConfigProfile, est: Estimates) -> float:
         """How likely a local configuration finishes within the budget: its device time is taken as
@@ -354,7 +374,11 @@ class AdaptiveController:
             scores = {c.name: self._score(c, est) for c in self.profile.configs}
             feasible = [c for c in self.profile.configs if scores[c.name] is not None]
             if feasible:
-                best = max(feasible, key=lambda c: (round(scores[c.name], 1), -predictions[c.name]))
+                top = max(scores[c.name] for c in feasible)
+                # Within TIE_MAP of the best, the fewest bytes: an estimate's noise is worth more than
+                # such a gain, and a bigger payload is the riskier bet on a link that swings.
+                near = [c for c in feasible if scores[c.name] >= top - TIE_MAP]
+                best = min(near, key=lambda c: (c.bytes_p95, -scores[c.name], predictions[c.name]))
                 hedged = " (hedged)" if self.hedge_for(best, est) is not None else ""
                 return best, predictions[best.name], f"best expected mAP in time{hedged}"
         else:
@@ -492,7 +516,8 @@ class AdaptiveController:
         waits_for_answer = hedge is not None and hedge.map <= entry.map
         if waits_for_answer and self._interval_s is not None and self._interval_s * 1e3 < self.deadline_ms:
             patience = self._interval_s * 1e3
-        return Decision(entry, predicted, reason, hedge, p, late, self._score(entry, est), patience)
+        raw = self.p_in_time_raw(entry, est) if entry.config.remote else None
+        return Decision(entry, predicted, reason, hedge, p, late, self._score(entry, est), patience, raw)
 
     def _learn_interval(self, now_s: float) -> None:
         """The frame interval, from successive capture instants (decide's ``now_s`` less the wait)."""

@@ -96,13 +96,17 @@ class BandwidthEstimator:
         self.fast, self.slow = Ewma(0.5), Ewma(0.1)
         self.initial_bps = initial_bps
 
+    def throughput(self) -> float | None:
+        """The byte-weighted harmonic mean of the recent samples, undiscounted (None: no samples)."""
+        if not self.samples:
+            return None
+        return sum(b for b, _ in self.samples) * 8 / sum(s for _, s in self.samples)
+
     def predict(self) -> float | None:
         """Predicted bit/s for the next frame, or the initial guess (None: nothing known yet)."""
-        if not self.samples:
+        harmonic = self.throughput()
+        if harmonic is None:
             return self.initial_bps
-        total_bytes = sum(b for b, _ in self.samples)
-        total_s = sum(s for _, s in self.samples)
-        harmonic = total_bytes * 8 / total_s
         # RobustMPC divides by 1 + the largest recent error; frames here are one to a few packets,
         # whose timing is noisier than video chunks, so the mean error (capped) is used instead.
         # Taking the smaller of several estimators as well, as before, stacked a second discount
@@ -151,12 +155,16 @@ def p_within(
     budget_s: float,
     bandwidth_bps: float,
     floor_s: float = 0.002,
+    down_bps: float | None = None,
 ) -> float:
     """How likely ``nbytes`` cross the link within ``budget_s``, judged from recent transfers.
 
     Each sample's time is moved by the size difference at the estimated bandwidth: a larger
     payload waits longer, a smaller one less, but never less than ``floor_s`` (the wait for
-    a delivery slot does not shrink with the payload).  Not crediting smaller payloads, as
+    a delivery slot does not shrink with the payload).  A larger payload is moved at the
+    cautious (discounted) ``bandwidth_bps``, a smaller one at ``down_bps`` (the undiscounted
+    throughput): on a swinging link an estimate made on small frames over-promised big ones,
+    and the cautious rate under-promised small ones.  Not crediting smaller payloads, as
     before, judged every small configuration by the big ones' samples: under-confident, and
     biased toward sending more bytes.  Half an imagined success and half a failure are added
     (Jeffreys' prior) so that a few samples never give certainty either way; a whole one of
@@ -173,8 +181,8 @@ def p_within(
         seen += weight
         if nbytes > n:
             seconds += (nbytes - n) * 8 / bandwidth_bps if bandwidth_bps > 0 else math.inf
-        elif nbytes < n and bandwidth_bps > 0 and math.isfinite(seconds):
-            seconds = max(floor_s, seconds - (n - nbytes) * 8 / bandwidth_bps)
+        elif nbytes < n and (down_bps or bandwidth_bps) > 0 and math.isfinite(seconds):
+            seconds = max(floor_s, seconds - (n - nbytes) * 8 / (down_bps or bandwidth_bps))
         hits += weight * (seconds <= budget_s)
     return (hits + 0.5) / (seen + 1)
 
@@ -268,6 +276,9 @@ class Estimates:
     cpu_percent: float | None = None
     bandwidth_longterm_bps: float | None = None  # the slow EWMA: what the link carried over minutes
     transfers: tuple[tuple[float, ...], ...] = ()  # recent (bytes, transfer s[, weight]); inf: never answered
+    #: The recent throughput without the error discount: what moves a sample to a smaller payload
+    #: in ``p_within`` (the discounted rate made small payloads look slower than they are).
+    throughput_bps: float | None = None
 
     def p_within(self, nbytes: float, budget_s: float) -> float | None:
         """How likely ``nbytes`` get through in ``budget_s``: 0 while the link is down, None before any transfer.
@@ -278,7 +289,7 @@ class Estimates:
             return 0.0
         if not self.transfers:
             return None
-        return p_within(self.transfers, nbytes, budget_s, self.bandwidth_bps or 0.0)
+        return p_within(self.transfers, nbytes, budget_s, self.bandwidth_bps or 0.0, down_bps=self.throughput_bps)
 
     def as_dict(self) -> dict[str, float | bool | None]:
         return {
@@ -406,4 +417,5 @@ class LinkEstimator:
             cpu_percent=self.device.cpu_percent(),
             bandwidth_longterm_bps=self.bandwidth.slow.value,
             transfers=self.transfers.recent(self.now),
+            throughput_bps=self.bandwidth.throughput(),
         )

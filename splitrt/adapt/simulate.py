@@ -250,6 +250,7 @@ class Simulator:
         estimator = LinkEstimator()
         probes: list[tuple[float, float]] = []  # (sent, answered) of pings in flight
         late_frames: list[tuple[float, float, int, float]] = []  # (sent, answered, bytes, server s)
+        outcomes: list[tuple[float, float, bool]] = []  # (when the edge knows, p_raw, answered in time)
         edge_free = link_free = score = 0.0
         for index in range(self.frames):
             captured = self.captured(index)
@@ -257,6 +258,9 @@ class Simulator:
             estimator.tick(start)
             probes = [p for p in probes if not self._probe_settled(p, start, estimator)]
             late_frames = [f for f in late_frames if not self._late_settled(f, start, estimator)]
+            for _known, p, in_time in [o for o in outcomes if o[0] <= start]:
+                controller.outcome(p, in_time)
+            outcomes = [o for o in outcomes if o[0] > start]
             decision = controller.decide(start, estimator.snapshot(), (start - captured) * 1e3)
             if adaptive and not probes and controller.probe_due(start):
                 # a small ping over the same link: has it come back?
@@ -266,6 +270,9 @@ class Simulator:
             plan = Plan.of(decision)
             outcome = self.play(index, edge_free, link_free, plan)
             self._teach(estimator, index, outcome, decision, plan, start, late_frames)
+            if decision.p_raw is not None and outcome.answer is not None:
+                due = captured + self.deadline
+                outcomes.append((min(outcome.answer, due), decision.p_raw, outcome.answer <= due + 1e-9))
             edge_free, link_free = outcome.done, outcome.link_free
             score += outcome.accuracy_in_time
             record = self.record(index, outcome, plan, decision)

@@ -135,7 +135,20 @@ class AdaptiveEdge:
             result = FrameResult(self.client.pipeline.next_id - 1, "timeout", entry.config.split, entry.config.codec, 0)
             result.note = f"missed the deadline, no local model fits: {exc}"
         self._learn(entry, result, began, answer_by)
+        self._report_outcome(decision, result, captured)
         return self._annotate(result, decision, estimates, captured)
+
+    def _report_outcome(self, decision, result: FrameResult, captured: float) -> None:
+        """Tell the controller how a remote frame fared against its prediction (its recalibration)."""
+        if decision.p_raw is None or result.extra.get("local_first"):
+            return  # a local-first frame's answer may still come in time: not known yet
+        if result.mode in ("split", "offload"):
+            in_time = time.perf_counter() - captured <= self.deadline_s
+        elif result.mode in ("fallback", "timeout"):
+            in_time = False
+        else:
+            return  # an error says nothing about the link's timing
+        self.controller.outcome(decision.p_raw, in_time)
 
     def _skipped(self, decision, estimates, captured: float) -> FrameResult:
         """A frame nothing could deliver in time: reported as such, and the device stays free."""
