@@ -346,6 +346,11 @@ class AdaptiveController:
         if hedge is not None:
             if self.p_in_time(entry, est) is None:
                 p = UNKNOWN_P  # the local model covers it: worth finding out
+            elif hedge.map <= entry.map and self._patience_ms() is not None:
+                # The answer is waited for one frame interval at most (``_decision``): only what comes
+                # by then counts.  Judged by the deadline instead, a split whose answer needs a little
+                # more than the interval looked worth sending, and delivered its hedge every time.
+                p = self._p(entry, est, min(self.budget_ms, self._patience_ms() - self._waited_ms))
             p_local = hedge_in_time(entry, hedge, self.budget_ms, est.device_load)
             value, added = hedged_value(entry, hedge, p, p_local)
             # The local model alone scores about as much for less: the link must add something.
@@ -513,11 +518,17 @@ class AdaptiveController:
         patience = None
         # Patience applies to the server's answer; a more accurate local model the device runs anyway
         # is waited for until the deadline.
-        waits_for_answer = hedge is not None and hedge.map <= entry.map
-        if waits_for_answer and self._interval_s is not None and self._interval_s * 1e3 < self.deadline_ms:
-            patience = self._interval_s * 1e3
+        if hedge is not None and hedge.map <= entry.map:
+            patience = self._patience_ms()
         raw = self.p_in_time_raw(entry, est) if entry.config.remote else None
         return Decision(entry, predicted, reason, hedge, p, late, self._score(entry, est), patience, raw)
+
+    def _patience_ms(self) -> float | None:
+        """How long after capture a hedged frame waits for the answer, if less than the deadline: the
+        frame interval, when frames come faster than the deadline."""
+        if self._interval_s is not None and self._interval_s * 1e3 < self.deadline_ms:
+            return self._interval_s * 1e3
+        return None
 
     def _learn_interval(self, now_s: float) -> None:
         """The frame interval, from successive capture instants (decide's ``now_s`` less the wait)."""
