@@ -55,7 +55,6 @@ MIN_GAIN = 0.25  # mAP a hedged remote frame must be expected to add over its lo
 #: Three-point Gauss-Hermite nodes for a standard normal: (weight, z).
 HEAD_QUADRATURE = ((1 / 6, -math.sqrt(3.0)), (2 / 3, 0.0), (1 / 6, math.sqrt(3.0)))
 RTT_PROBE_EVERY_S = 5.0  # base-RTT pings while frames go over the link
-TIE_MAP = 0.5  # expected mAP within this of the best counts as as good (then the fewest bytes win)
 SAFE_LOCAL_P = 0.95  # a local model done in time this often is a safe place to step down to
 SAFE_MOVE_GAIN = 1.0  # mAP a safe move must add to happen at once (less waits, as any move: no flapping)
 EXPLORE_FRAMES = 5  # frames an exploration sends in a row, so that what they measure can decide
@@ -379,11 +378,7 @@ class AdaptiveController:
             scores = {c.name: self._score(c, est) for c in self.profile.configs}
             feasible = [c for c in self.profile.configs if scores[c.name] is not None]
             if feasible:
-                top = max(scores[c.name] for c in feasible)
-                # Within TIE_MAP of the best, the fewest bytes: an estimate's noise is worth more than
-                # such a gain, and a bigger payload is the riskier bet on a link that swings.
-                near = [c for c in feasible if scores[c.name] >= top - TIE_MAP]
-                best = min(near, key=lambda c: (c.bytes_p95, -scores[c.name], predictions[c.name]))
+                best = max(feasible, key=lambda c: (round(scores[c.name], 1), -predictions[c.name]))
                 hedged = " (hedged)" if self.hedge_for(best, est) is not None else ""
                 return best, predictions[best.name], f"best expected mAP in time{hedged}"
         else:
