@@ -139,12 +139,20 @@ def p_device_within(median_ms: float, sigma: float, budget_ms: float) -> float:
     return 0.5 * (1.0 + math.erf(math.log(budget_ms / median_ms) / (sigma * math.sqrt(2.0))))
 
 
+def prefers_local(entry: ConfigProfile, hedge: ConfigProfile) -> bool:
+    """A hedged frame whose local model is the more accurate result: the edge waits for it until the
+    deadline and keeps the server's answer as the safety net (``Simulator.play`` and the live edge's
+    ``detect_hedged`` both follow this rule); otherwise the answer is waited for, the local result
+    the safety net."""
+    return hedge.map > entry.map
+
+
 def hedged_value(entry: ConfigProfile, hedge: ConfigProfile, p_remote: float, p_local: float) -> tuple[float, float]:
     """(expected mAP in time, what the link adds over the local model alone) of a hedged frame.
 
     The more accurate result is preferred when both come in time (``Simulator.play`` and
     ``detect_hedged`` follow the same rule)."""
-    if hedge.map > entry.map:
+    if prefers_local(entry, hedge):
         added = (1.0 - p_local) * p_remote * entry.map
         return p_local * hedge.map + added, added
     value = p_remote * entry.map + (1.0 - p_remote) * p_local * hedge.map
@@ -345,7 +353,7 @@ class AdaptiveController:
         if hedge is not None:
             if self.p_in_time(entry, est) is None:
                 p = UNKNOWN_P  # the local model covers it: worth finding out
-            elif hedge.map <= entry.map and self._patience_ms() is not None:
+            elif not prefers_local(entry, hedge) and self._patience_ms() is not None:
                 # The answer is waited for one frame interval at most (``_decision``): only what comes
                 # by then counts.  Judged by the deadline instead, a split whose answer needs a little
                 # more than the interval looked worth sending, and delivered its hedge every time.
@@ -509,13 +517,13 @@ class AdaptiveController:
     def _decision(self, entry: ConfigProfile, predicted: float, reason: str, est: Estimates) -> Decision:
         hedge = self.hedge_for(entry, est) if entry.config.remote else None
         late = self._unhedged(entry, est)[1] if hedge is None and entry.config.remote else None
-        p = self.p_in_time(entry, est) if entry.config.remote else None
+        raw = self.p_in_time_raw(entry, est) if entry.config.remote else None
+        p = None if raw is None else self.calibration.correct(raw)
         patience = None
         # Patience applies to the server's answer; a more accurate local model the device runs anyway
         # is waited for until the deadline.
-        if hedge is not None and hedge.map <= entry.map:
+        if hedge is not None and not prefers_local(entry, hedge):
             patience = self._patience_ms()
-        raw = self.p_in_time_raw(entry, est) if entry.config.remote else None
         return Decision(entry, predicted, reason, hedge, p, late, self._score(entry, est), patience, raw)
 
     def _patience_ms(self) -> float | None:

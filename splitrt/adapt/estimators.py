@@ -172,6 +172,7 @@ def p_within(
     """
     if budget_s <= 0:
         return 0.0
+    shrink_bps = down_bps or bandwidth_bps
     hits = seen = 0.0
     for sample in samples:
         n, seconds = sample[0], sample[1]
@@ -181,8 +182,8 @@ def p_within(
         seen += weight
         if nbytes > n:
             seconds += (nbytes - n) * 8 / bandwidth_bps if bandwidth_bps > 0 else math.inf
-        elif nbytes < n and (down_bps or bandwidth_bps) > 0 and math.isfinite(seconds):
-            seconds = max(floor_s, seconds - (n - nbytes) * 8 / (down_bps or bandwidth_bps))
+        elif nbytes < n and shrink_bps > 0 and math.isfinite(seconds):
+            seconds = max(floor_s, seconds - (n - nbytes) * 8 / shrink_bps)
         hits += weight * (seconds <= budget_s)
     return (hits + 0.5) / (seen + 1)
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from ..channel.traces import Trace
 from ..policy import HAND_OVER_S, LATE_ANSWER_S, PROBE_BYTES, PROBE_TIMEOUT_S, give_up_instant
-from .controller import AdaptiveController, Decision, StaticController
+from .controller import AdaptiveController, Decision, StaticController, prefers_local
 from .estimators import LinkEstimator
 from .metrics import summarize
 from .profile import ConfigProfile, Profile, log_spread
@@ -201,7 +201,7 @@ class Simulator:
             # the local result is kept until the deadline (or the patience) in case the better answer comes
             wait_until = due if plan.patience_s is None else captured + min(self.deadline, plan.patience_s)
             last_moment = wait_until - HAND_OVER_S
-            if hedge.map > entry.map:  # the local model is the better result, the answer the safety net
+            if prefers_local(entry, hedge):  # the local model is the better result, the answer the safety net
                 if local_done <= last_moment:
                     return self._outcome("fallback", hedge, local_done, captured, crossed, local_first=True, **common)
                 if answer <= last_moment:  # waited for the local model as long as it could

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ..adapt.controller import AdaptiveController, StaticController
+from ..adapt.controller import AdaptiveController, StaticController, prefers_local
 from ..adapt.estimators import LinkEstimator
 from ..adapt.profile import LOCAL, ConfigProfile, Profile
 from ..policy import HAND_OVER_S, LATE_ANSWER_S, PROBE_TIMEOUT_S, give_up_instant
@@ -109,7 +109,7 @@ class AdaptiveEdge:
         self._configure(entry)
         load = self.estimator.device.value
         hedge = decision.fallback is not None and entry.config.remote
-        prefer_local = hedge and decision.fallback.map > entry.map  # the rule Simulator.play follows
+        prefer_local = hedge and prefers_local(entry, decision.fallback)
         late = decision.late_fallback
         if hedge:
             patience_s = (
