@@ -120,12 +120,13 @@ def detect_hedged(client: SplitClient, item: PendingFrame, answer_by: float, pre
     answered = False  # the server's answer is in (prefer_local: kept while the local model runs)
     while True:
         local_ready = local.outputs is not None or local.error is not None
-        if local_ready and prefer_local and local.error is None:
-            break  # the better result, in time
-        if answered and (local_ready or time.perf_counter() >= answer_by):
+        past = time.perf_counter() >= answer_by
+        if answered and (past or local.error is not None):  # the local model is too late, or failed
             local.cancel.set()
             return _answered(client, item, late)
-        if local_ready and (refused is not None or time.perf_counter() >= answer_by):
+        if local_ready and prefer_local and local.error is None:
+            break  # the better result (in time, if the answer is in hand)
+        if local_ready and (refused is not None or past):
             break
         wait = answer_by - time.perf_counter() if (local_ready or answered) else None
         try:
