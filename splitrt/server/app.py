@@ -29,7 +29,7 @@ from .security import (
     load_tokens,
     server_credentials,
 )
-from .service import STREAM_CONCURRENCY, InferenceService
+from .service import INLINE_JOB_MS, STREAM_CONCURRENCY, InferenceService
 
 log = logging.getLogger("splitrt.server")
 
@@ -83,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="torch threads per tail worker; 0 keeps torch's own default (default: the cores this process "
         "may use, divided by --instances)",
+    )
+    compute.add_argument(
+        "--inline-ms",
+        type=float,
+        default=INLINE_JOB_MS,
+        help="with one instance, frames whose decode and tail took at most this long run on the server's "
+        "event loop, saving two thread hand-overs per frame; 0 turns it off (default: %(default)s)",
     )
     compute.add_argument(
         "--decode-workers",
@@ -219,6 +226,7 @@ async def serve(args: argparse.Namespace, specs: list[ModelSpec]) -> int:
         decode_workers=args.decode_workers or args.instances,
         admission=admission,
         authenticated=bool(tokens),
+        inline_job_ms=args.inline_ms,
     )
     interceptors = [TokenAuthInterceptor(tokens)] if tokens else []
     server = grpc.aio.server(

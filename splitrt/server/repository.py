@@ -55,6 +55,8 @@ class ServedModel:
         self.instances = instances
         self.tail_worker = ThreadPoolExecutor(instances, thread_name_prefix=f"tail-{spec.name}")
         self.batcher = None  # a TailBatcher when the server batches across clients
+        #: How long this model's last unbatched frame took to decode and run (None before the first).
+        self.recent_job_s: float | None = None
 
     def decode(self, frame: FrameRequest) -> tuple[OrderedDict[str, Tensor], FrameMeta]:
         """Decode and validate a frame's payload; raises CodecError or SplitError."""
@@ -113,6 +115,7 @@ class ServedModel:
         if decoded is not None:
             decoded()
         outputs, start, end = self.tail(features, meta, frame.split)
+        self.recent_job_s = (end - began) / 1e9
         return outputs, decode_ns, start, end
 
     def tail_batch(

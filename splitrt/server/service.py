@@ -29,7 +29,7 @@ from ..wire.protocol import (
 )
 from .admission import AdmissionLimits, FairQueue, Overloaded, ServerBudget
 from .metrics import ServerMetrics
-from .repository import ModelRepository, RequestError
+from .repository import ModelRepository, RequestError, ServedModel
 from .security import RateLimiter, token_identity
 
 log = logging.getLogger("splitrt.server")
@@ -39,6 +39,8 @@ STREAM_CONCURRENCY = 16
 _BAD_INPUT = (WireError, CodecError, SplitError)
 #: The one model version this server serves (KServe: another version is NOT_FOUND).
 SERVED_VERSION = "1"
+#: A model whose frames decode and run in at most this long runs them on the event loop (one instance).
+INLINE_JOB_MS = 50.0
 
 
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
@@ -52,8 +54,10 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         decode_workers: int = 2,
         admission: AdmissionLimits | None = None,
         authenticated: bool = False,
+        inline_job_ms: float = INLINE_JOB_MS,
     ) -> None:
         self.repository = repository
+        self.inline_job_ms = inline_job_ms
         self.device = device
         self.metrics = metrics or ServerMetrics()
         self.rate_limiter = rate_limiter if rate_limiter is not None else RateLimiter(0)
@@ -259,7 +263,10 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             self.metrics.bytes_in.labels(served.name, frame.split).inc(len(frame.payload))
 
         try:
-            if served.batcher is None:  # decode and tail in one job: two thread hops fewer per frame
+            if served.batcher is None and self._runs_inline(served):
+                outputs, decode_ns, start, end = served.infer(frame, count_decoded)
+                batch_size = 1
+            elif served.batcher is None:  # decode and tail in one job: two thread hops fewer per frame
                 outputs, decode_ns, start, end = await loop.run_in_executor(
                     served.tail_worker, served.infer, frame, count_decoded
                 )
@@ -288,6 +295,17 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             BATCH_SIZE: batch_size,
         }
         return build_response(served.name, request.id, outputs, timings)
+
+    def _runs_inline(self, served: ServedModel) -> bool:
+        """Whether this frame decodes and runs its tail on the event loop itself, not on a worker.
+
+        With one tail instance frames run one at a time anyway, and the two thread hand-overs of a
+        worker (and waking the loop after it) are most of what splitrt adds per frame.  The loop is
+        blocked meanwhile (health checks and refusals wait), so only for models whose last frame took
+        at most ``inline_job_ms``; 0 turns it off.
+        """
+        recent = served.recent_job_s
+        return served.instances == 1 and recent is not None and recent * 1e3 <= self.inline_job_ms
 
     def _unknown_model(self, name: str) -> str:
         return f"unknown model {clip(name)}; this server serves {', '.join(self.repository.names()) or 'nothing yet'}"
