@@ -113,7 +113,7 @@ CODECS: dict[str, CodecEntry] = {
 PARAMETRIC_CODECS = ("jpeg", "webp")
 
 
-def check_names(model: str, split: str | None, codec: str) -> None:
+def check_names(model: str, split: str | None, codec: str | None) -> None:
     """Refuse unknown model, split or codec names at once, before a model is built (seconds) for nothing.
 
     Raises KeyError for a model, ValueError for a split or codec; names outside the catalogue
@@ -122,6 +122,8 @@ def check_names(model: str, split: str | None, codec: str) -> None:
     entry = MODELS.get(model)
     if entry is not None and split is not None and split not in entry.splits:
         raise ValueError(f"model {model!r} has no split {split!r}; its splits: {', '.join(entry.splits)}")
+    if codec is None:
+        return
     prefix, sep, _ = codec.partition(":")
     if codec not in CODECS and not (sep and prefix in PARAMETRIC_CODECS):
         raise ValueError(f"unknown codec {codec!r}; codecs: {', '.join(CODECS)}")

@@ -52,7 +52,11 @@ def test_server_metadata_and_reflection(server, stub):
     assert stub.ServerLive(pb.ServerLiveRequest()).live
     assert stub.ServerReady(pb.ServerReadyRequest()).ready
     assert stub.ModelReady(pb.ModelReadyRequest(name="det")).ready
-    assert not stub.ModelReady(pb.ModelReadyRequest(name="nope")).ready
+    for unknown in (pb.ModelReadyRequest(name="nope"), pb.ModelReadyRequest(name="det", version="7")):
+        with pytest.raises(grpc.RpcError) as refused:  # KServe: an unknown model is NOT_FOUND, not "not ready"
+            stub.ModelReady(unknown)
+        assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "det" in refused.value.details()
     meta = stub.ModelMetadata(pb.ModelMetadataRequest(name="det"))
     assert [o.name for o in meta.outputs] == ["boxes", "scores", "labels"]
     assert "device:cpu" in stub.ServerMetadata(pb.ServerMetadataRequest()).extensions

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from ..channel.traces import open_trace
+from ..outputs import progress_bar
 from .metrics import calibration_error, reliability
 from .oracle import oracle_run
 from .profile import Profile
@@ -43,7 +43,7 @@ def run_experiment(
     names = [
         p for p in policies(scenario.profile, hedged_statics) if p != "oracle" and (p in adaptive or p not in ADAPTIVE)
     ]
-    for policy in tqdm(names, desc=f"simulate {scenario.trace.name}", disable=not progress, leave=False):
+    for policy in progress_bar(names, desc=f"simulate {scenario.trace.name}", enabled=progress, leave=False):
         runs[policy] = simulator.run(policy)
     statics = {name: run for name, run in runs.items() if name.startswith("static:")}
     runs["oracle"] = oracle_run(simulator, protect=statics)

@@ -19,9 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from ..channel.traces import open_trace
+from ..outputs import progress_bar
 from ..threads import available_cores
 from .experiment import best_static, contention_schedule, run_experiment
 from .metrics import calibration_error, reliability
@@ -191,9 +190,10 @@ def _run_cells(combos: list[tuple], args: Any) -> list[Cell]:
     jobs = [(*combo, args) for combo in combos]
     workers = min(len(jobs), max(1, getattr(args, "jobs", None) or available_cores()))
     if workers <= 1:
-        return [_cell_job(job) for job in tqdm(jobs, desc="grid", unit="cell")]
+        return [_cell_job(job) for job in progress_bar(jobs, desc="grid", unit="cell")]
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(tqdm(pool.map(_cell_job, jobs), total=len(jobs), desc=f"grid ({workers} processes)", unit="cell"))
+        cells = pool.map(_cell_job, jobs)
+        return list(progress_bar(cells, total=len(jobs), desc=f"grid ({workers} processes)", unit="cell"))
 
 
 def grid_main(args: Any) -> int:

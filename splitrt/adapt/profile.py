@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from ..codecs import get_codec
 from ..models import INPUT_SPLIT
 from ..models.base import SplitModel
+from ..outputs import progress_bar
 
 LOCAL = "local"
 PROFILE_VERSION = 1
@@ -321,7 +321,7 @@ def measure(
 
     entries = []
     images = [dataset[index][0] for index in range(len(dataset))]  # rendered once for every configuration
-    for config in tqdm(configs, desc="profile", unit="config", disable=not progress):
+    for config in progress_bar(configs, desc="profile", unit="config", enabled=progress):
         runner = Runner(model, config)
         head, tail, sizes, results = [], [], [], []
         for index, image in enumerate(images):

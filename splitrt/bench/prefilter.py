@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from ..codecs import get_codec
 from ..data.datasets import ShapesDetection
 from ..data.evaluate import coco_map, to_coco_results
 from ..models import build_model
+from ..outputs import progress_bar
 
 
 @torch.inference_mode()
@@ -34,7 +34,7 @@ def run(count: int, split: str, codec_name: str, threshold: float | None = None)
     results_off, results_on = [], []
     sent_bytes, saved_bytes, scores, has_objects = [], [], [], []
     prefilter_ms, head_ms, shared_ms = [], [], []
-    for index in tqdm(range(count), desc="bench prefilter", unit="img"):
+    for index in progress_bar(range(count), desc="bench prefilter", unit="img"):
         image, target = dataset[index]
         began = time.perf_counter()
         score = model.prefilter_score(image)

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from ..codecs import get_codec
 from ..data.datasets import ShapesDetection
 from ..data.evaluate import coco_map, to_coco_results
 from ..models import INPUT_SPLIT, build_model
 from ..models.base import SplitModel
+from ..outputs import progress_bar
 
 JPEG_QUALITIES = [10, 20, 30, 50, 70, 90, 95]
 WEBP_QUALITIES = [10, 30, 50, 80]
@@ -73,7 +73,7 @@ def run(weights: str | None, count: int) -> dict[str, Any]:
         raise ValueError("bench rate needs trained shapes_fcos weights (ship them or pass --weights)")
     dataset = ShapesDetection("test", count)
     rows = []
-    for family, split, codec, width in tqdm(configurations(model), desc="bench rate", unit="config"):
+    for family, split, codec, width in progress_bar(configurations(model), desc="bench rate", unit="config"):
         row = {"family": family, "split": split, "codec": codec, "width": width}
         rows.append({**row, **evaluate(model, dataset, split, codec, width)})
     return {

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from ..codecs import get_codec
 from ..edge.frames import to_image_tensor
 from ..edge.sources import open_source
 from ..models.base import INPUT_SPLIT
 from ..models.spec import ModelSpec
+from ..outputs import progress_bar
 
 FEATURE_CODECS = ["fp32", "fp32-zstd", "fp16", "fp16-zstd", "int8", "int8-zstd"]
 IMAGE_CODECS = ["jpeg:90", "jpeg:50", "webp:80", "png", "raw"]
@@ -35,7 +35,7 @@ def run(spec: ModelSpec, source: str = "synthetic:8", frames: int = 8) -> dict[s
     combos += [(s, c) for s in model.split_points if s != INPUT_SPLIT for c in FEATURE_CODECS]
     rows = []
     with torch.inference_mode():
-        for split, codec_name in tqdm(combos, desc="bench wire", unit="config"):
+        for split, codec_name in progress_bar(combos, desc="bench wire", unit="config"):
             codec = get_codec(codec_name)
             sizes, elements = [], 0
             for image in images:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from ..outputs import progress_bar
+
 CLASSES = ["circle", "square", "triangle", "star", "cross", "ring", "arrow", "tee"]
 SPLITS = {"train": 0, "val": 1, "test": 2}
 DEFAULT_SIZE = 160
@@ -334,12 +336,11 @@ def export_coco(world: World, split: str, count: int, out, seed: int = 0, progre
     import json
     from pathlib import Path
 
-    from tqdm import tqdm
 
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     per_image, names = [], []
-    for index in tqdm(range(count), desc=f"{world.name} {split}", unit="image", disable=not progress):
+    for index in progress_bar(range(count), desc=f"{world.name} {split}", unit="image", enabled=progress):
         image, annotations = sample(seed, split, index, world=world)
         name = f"{split}-{index:06d}.png"
         Image.fromarray(image).save(out / "images" / name)

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-
-from tqdm import tqdm
+from typing import Any
 
 from ..codecs import CodecError
+from ..defaults import DEMO_MODEL
 from ..logs import configure_logging
 from ..models.base import SplitError
 from ..models.spec import parse_model_flag, parse_options
+from ..outputs import ResultsFile, progress_bar
+from ..signals import Stopped, stop_on_signals
 from ..threads import apply_threads, edge_threads
 from . import report
 from .client import SplitClient
 from .connection import TOKEN_ENV, ConnectionOptions
 from .sources import SourceError, open_source, paced
 
-DEFAULT_MODEL = "fasterrcnn_mobilenet_v3_large_320_fpn"
+DEFAULT_MODEL = DEMO_MODEL  # the shipped, trained detector
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,9 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the head of a split model on this device and stream features to a splitrt server.",
         epilog=(
             "Examples:\n"
-            "  splitrt-edge synthetic:30 --split features.3 --codec int8-zstd\n"
+            "  splitrt-edge shapes-video:100                    # shapes_fcos at features.6/eb2, entropy-coded\n"
             "  splitrt-edge video.mp4 --split input --codec jpeg:80 --out results.jsonl\n"
-            "  splitrt-edge photos/ --codec local        # no network: run everything here"
+            "  splitrt-edge photos/ --codec local               # no network: run everything here"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -45,12 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--model-option", action="append", default=[], metavar="KEY=VALUE", help="model builder option (repeatable)"
     )
-    parser.add_argument("--split", help="split point (default: an early cut; see `splitrt models`)")
+    parser.add_argument(
+        "--split",
+        help="split point (default: the model's entropy-coded bottleneck, features.6/eb2 for shapes_fcos; "
+        "see `splitrt models`)",
+    )
     parser.add_argument(
         "--codec",
-        default="int8-zstd",
+        default="auto",
         help="codec: fp32, fp16, int8 (+ -zstd), jpeg[:Q], png, webp[:Q], raw, local; "
-        "for bottleneck splits (X/bn, X/ebK): bottleneck-int8-zstd, entropy",
+        "for bottleneck splits (X/bn, X/ebK): bottleneck-int8-zstd, entropy (default: auto, the split's own: "
+        "entropy for X/ebK and X/slim, bottleneck-int8-zstd for X/bn, jpeg:90 for input, int8-zstd otherwise)",
     )
     parser.add_argument(
         "--out", default="runs/edge.jsonl", help="JSON lines output, one line per frame (default: %(default)s)"
@@ -153,13 +160,25 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"splitrt-edge: --threads: {exc}", file=sys.stderr)
         return 2
-    out_path = Path(args.out)
+    out = ResultsFile(args.out)
     try:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        out = out_path.open("w")
+        out.open()
     except OSError as exc:
-        print(f"splitrt-edge: cannot write results to {out_path}: {exc}", file=sys.stderr)
+        print(f"splitrt-edge: cannot write results to {args.out}: {exc}", file=sys.stderr)
         return 2
+    with stop_on_signals(), out:
+        try:
+            return _main(args, out)
+        except Stopped as stop:  # before the first frame (loading the model, waiting for the server)
+            print(f"splitrt-edge: stopped by {stop.signal_name} before the first frame", file=sys.stderr)
+            return stop.exit_code
+        finally:
+            if not out.lines:
+                kept = f"; {args.out} is left as it was" if Path(args.out).exists() else ""
+                print(f"splitrt-edge: no results written{kept}", file=sys.stderr)
+
+
+def _main(args: argparse.Namespace, out: ResultsFile) -> int:
     try:
         spec = parse_model_flag(args.model, args.weights, parse_options(args.model_option))
         frames = open_source(args.source, args.max_frames)
@@ -182,38 +201,50 @@ def main(argv: list[str] | None = None) -> int:
             device_slowdown=args.emulate_slowdown,
         )
         client.use_local(early_exit=args.local_model == "exit")
-    except (ValueError, SourceError, CodecError, SplitError, FileNotFoundError) as exc:
-        print(f"splitrt-edge: {exc}", file=sys.stderr)
-        out.close()
+    except (ValueError, KeyError, SourceError, CodecError, SplitError, FileNotFoundError) as exc:
+        print(f"splitrt-edge: {_message(exc)}", file=sys.stderr)
         return 2
     edge = None
     if args.controller != "none":
         try:
             edge = _adaptive_edge(client, args)
         except (ValueError, KeyError, FileNotFoundError) as exc:
-            print(f"splitrt-edge: {exc}", file=sys.stderr)
-            out.close()
+            print(f"splitrt-edge: {_message(exc)}", file=sys.stderr)
             client.close()
             return 2
-    with client, out:
+    with client:
         if not client.model.trained:
             print(
                 f"NOTE: {spec.arch} uses untrained weights (deterministic random init, same on edge and server); "
-                "timings and bytes are real, detections are not meaningful.",
+                "timings and bytes are real, detections are not meaningful. The trained model is shapes_fcos.",
                 file=sys.stderr,
             )
         if client.mode != "local" or edge is not None:
             try:
                 client.wait_ready(args.wait_ready)
-            except (TimeoutError, PermissionError) as exc:
-                print(f"splitrt-edge: {exc}", file=sys.stderr)
+            except (TimeoutError, PermissionError, LookupError) as exc:
+                print(f"splitrt-edge: {_message(exc)}", file=sys.stderr)
                 return 3
-        results = edge.run(frames, args.fps) if edge is not None else client.stream(frames)
+        counted = CountedFrames(frames)
+        results = edge.run(counted, args.fps) if edge is not None else client.stream(counted)
         try:
-            return _run(client, results, out, args)
+            return _run(client, results, counted, out, args)
         finally:
             if edge is not None:
                 edge.close()
+
+
+class CountedFrames:
+    """The source, counting the frames taken from it (a stop reports those never answered)."""
+
+    def __init__(self, frames: Iterable[Any]) -> None:
+        self._frames = iter(frames)
+        self.taken = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        for frame in self._frames:
+            self.taken += 1
+            yield frame
 
 
 def _adaptive_edge(client: SplitClient, args: argparse.Namespace):
@@ -234,34 +265,51 @@ def _adaptive_edge(client: SplitClient, args: argparse.Namespace):
     return AdaptiveEdge(client, profile, controller, args.deadline_ms)
 
 
-def _run(client: SplitClient, results_iter, out, args: argparse.Namespace) -> int:
+def _run(client: SplitClient, results_iter, frames: CountedFrames, out: ResultsFile, args) -> int:
     results = []
     desc = args.controller if args.controller != "none" else f"{client.mode} {client.split} {client.codec.name}"
-    bar = tqdm(total=args.max_frames, unit="frame", desc=desc, file=sys.stderr)
+    bar = progress_bar(total=args.max_frames, unit="frame", desc=desc)
     if not args.quiet:
-        tqdm.write(report.header())
+        bar.write(report.header(), file=sys.stdout)
+    stopped: Stopped | None = None
     try:
         for result in results_iter:
             results.append(result)
             try:
-                out.write(json.dumps(result.to_json()) + "\n")
-                out.flush()
+                out.write(result.to_json())
             except OSError as exc:
                 bar.close()
                 print(f"splitrt-edge: writing {args.out} failed at frame {result.frame_id}: {exc}", file=sys.stderr)
                 return 4
             if not args.quiet:
-                tqdm.write(report.row(result))
+                bar.write(report.row(result), file=sys.stdout)
             bar.update(1)
     except SourceError as exc:
         bar.close()
         print(f"splitrt-edge: {exc}", file=sys.stderr)
         return 2
+    except Stopped as exc:
+        stopped = exc
+        results_iter.close()  # ends the stream: no call or thread is left behind
     bar.close()
-    print(report.summary(results))
+    if stopped is not None:
+        unanswered = frames.taken - len(results)
+        print(
+            f"stopped by {stopped.signal_name} after {len(results)} results"
+            + (f"; {unanswered} frame(s) read but not answered yet were not awaited" if unanswered > 0 else "")
+        )
+    print(report.summary(results, deadline_ms=args.deadline_ms if args.controller != "none" else None))
     print("counters: " + "  ".join(f"{k} {v}" for k, v in client.counters.items()))
-    print(f"results: {args.out}")
+    if out.lines:
+        print(f"results: {args.out}")
+    if stopped is not None:
+        return stopped.exit_code
     return 0 if all(r.ok for r in results) else 1
+
+
+def _message(exc: BaseException) -> str:
+    """An exception's text (a KeyError's str() is its repr, quotes included)."""
+    return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from .connection import (
 )
 from .frames import FrameResult
 from .hedge import LateAnswers, LateCall, detect_hedged
-from .pipeline import FramePipeline, PendingFrame, default_split
+from .pipeline import AUTO_CODEC, FramePipeline, PendingFrame, default_split
 from .session import FrameStream
 
 __all__ = ["FrameFailed", "SplitClient", "default_split", "describe_rpc_error"]
@@ -66,7 +66,7 @@ class SplitClient:
         target: str,
         model: str | ModelSpec,
         split: str | None = None,
-        codec: str = "int8-zstd",
+        codec: str = AUTO_CODEC,
         *,
         weights: str | None = None,
         model_options: dict[str, Any] | None = None,
@@ -84,7 +84,8 @@ class SplitClient:
             raise ValueError(f"on_failure must be 'local' or 'drop', not {on_failure!r}")
         spec = model if isinstance(model, ModelSpec) else parse_model_flag(model, weights, model_options)
         if spec.card is None:  # a card's branches are its own; the catalogue knows the zoo's
-            check_names(spec.arch, split, codec)  # a typo fails now, not after the model is built
+            # A typo fails now, not after the model is built.
+            check_names(spec.arch, split, None if codec == AUTO_CODEC else codec)
         self.pipeline = FramePipeline(spec, split, codec, width, prefilter, prefilter_threshold, device_slowdown)
         #: Hedged frames given up on whose answers may still come (link measurements for the edge).
         self.late_answers = LateAnswers()
@@ -165,7 +166,11 @@ class SplitClient:
         self._channel.close()
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:
-        """Block until the server reports this model ready (or raise TimeoutError)."""
+        """Block until the server reports this model ready.
+
+        Raises LookupError at once if the server does not serve the model (NOT_FOUND),
+        PermissionError if it refuses this client, TimeoutError after ``timeout_s``.
+        """
         deadline = time.monotonic() + timeout_s
         last = "no answer"
         while True:
@@ -178,6 +183,8 @@ class SplitClient:
                 last = describe_rpc_error(exc)
                 if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
                     raise PermissionError(f"{self.target} refused this client: {last}") from exc
+                if exc.code() == grpc.StatusCode.NOT_FOUND:
+                    raise LookupError(f"{self.target} does not serve model {self.spec.name!r}: {last}") from exc
             if time.monotonic() > deadline:
                 raise TimeoutError(
                     f"model {self.spec.name!r} not ready on {self.target} after {timeout_s:.0f}s ({last})"

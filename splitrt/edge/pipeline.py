@@ -30,9 +30,30 @@ _EMPTY_DETECTIONS = {
 }
 
 
+#: ``codec="auto"``: the split's own codec (what its bottleneck was trained for, or the usual one).
+AUTO_CODEC = "auto"
+
+
 def default_split(model: SplitModel) -> str:
-    """An early cut: the natural place for a learned bottleneck."""
+    """Where a model is split when the user does not say: its learned, entropy-coded bottleneck
+    (the deepest cut, the middle of its rates), else a learned one, else an early cut."""
+    branches = list(getattr(model, "branch_splits", ()))
+    entropy = [s for s in branches if model.branch(s).entropy_bottleneck is not None and not model.branch(s).slimmable]
+    for candidates in (entropy, branches):
+        if candidates:
+            deepest = max(model.split_points.index(s.split("/")[0]) for s in candidates if "/" in s)
+            at_cut = sorted(s for s in candidates if model.split_points.index(s.split("/")[0]) == deepest)
+            return at_cut[(len(at_cut) - 1) // 2]
     return model.split_points[min(2, len(model.split_points) - 1)]
+
+
+def natural_codec(model: SplitModel, split: str) -> str:
+    """The codec a split point is meant for: JPEG for the input, the branch's own for a bottleneck."""
+    if split == INPUT_SPLIT:
+        return "jpeg:90"
+    if split in getattr(model, "branch_splits", ()):
+        return "entropy" if model.branch(split).entropy_bottleneck is not None else "bottleneck-int8-zstd"
+    return "int8-zstd"
 
 
 @dataclass
@@ -57,7 +78,7 @@ class FramePipeline:
         self,
         spec: ModelSpec,
         split: str | None,
-        codec: str,
+        codec: str = AUTO_CODEC,
         width: float | None = None,
         prefilter: bool = False,
         prefilter_threshold: float | None = None,
@@ -116,8 +137,11 @@ class FramePipeline:
         the model's early exit.
         """
         if split is None:
-            split = INPUT_SPLIT if codec_kind(codec) == "image" else default_split(self.model)
+            image = codec != AUTO_CODEC and codec_kind(codec) == "image"
+            split = INPUT_SPLIT if image else default_split(self.model)
         self.model.check_split(split)
+        if codec == AUTO_CODEC:
+            codec = natural_codec(self.model, split)
         key = (codec, split)
         if key not in self._codecs:
             candidate = get_codec(codec, self.model, split)

@@ -12,6 +12,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from ..defaults import DEMO_MODEL
 from ..logs import configure_logging
 from ..models.spec import ModelSpec, load_config, parse_model_flag, parse_options
 from ..threads import apply_threads, server_threads
@@ -38,14 +39,14 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 #: How often health follows overload (NOT_SERVING while frames are being refused for lack of room).
 HEALTH_POLL_S = 0.2
-DEFAULT_MODEL = "fasterrcnn_mobilenet_v3_large_320_fpn"
+DEFAULT_MODEL = DEMO_MODEL  # the shipped, trained detector
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="splitrt-server",
         description="Serve the tails of split models over the KServe v2 / Triton gRPC protocol.",
-        epilog="Example: splitrt-server --port 8001 --model fasterrcnn_mobilenet_v3_large_320_fpn",
+        epilog="Example: splitrt-server --port 8001 --model shapes_fcos",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument(

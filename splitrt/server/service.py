@@ -88,9 +88,15 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ServerReadyResponse(ready=self.repository.ready and not self.overloaded)
 
     async def ModelReady(self, request, context):
+        """Ready, not ready (loading, or refusing frames for lack of room), or NOT_FOUND: a model this
+        server will never serve is an error at once, not a wait until the caller's timeout."""
         served = self.repository.get(request.name)
-        if served is None or request.version not in ("", SERVED_VERSION):
-            return pb.ModelReadyResponse(ready=False)
+        if served is None:
+            if request.name in self.repository.loading or not self.repository.ready:
+                return pb.ModelReadyResponse(ready=False)
+            await context.abort(grpc.StatusCode.NOT_FOUND, self._unknown_model(request.name))
+        if request.version not in ("", SERVED_VERSION):
+            await context.abort(grpc.StatusCode.NOT_FOUND, self._unknown_version(served.name, request.version))
         return pb.ModelReadyResponse(ready=not self.queue(served.name).saturated and not self.budget.full)
 
     async def ServerMetadata(self, request, context):

@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from ..data.datasets import SHAPES, collate, open_dataset
 from ..models import build_model
 from ..models.bottleneck import BottleneckDetector
+from ..outputs import progress_bar
 from . import checkpoint
 
 #: Rate-distortion trade-off per entropy-coded variant: loss = bpp + lambda * relative MSE.
@@ -102,7 +102,7 @@ def distill_branch(
         branch.student.eval()
     width_rng = torch.Generator().manual_seed(seed + 2)
     step, last = 0, {}
-    bar = tqdm(total=steps, desc=f"distill {split}", unit="step")
+    bar = progress_bar(total=steps, desc=f"distill {split}", unit="step")
     while step < steps:
         for images, _ in loader:
             if step >= steps:
@@ -242,7 +242,7 @@ def detection_finetune(
     branch.student.eval()
     width_rng = torch.Generator().manual_seed(seed + 6)
     step, last = 0, {}
-    bar = tqdm(total=steps, desc=f"finetune {split}", unit="step")
+    bar = progress_bar(total=steps, desc=f"finetune {split}", unit="step")
     while step < steps:
         for images, targets in loader:
             if step >= steps:

@@ -8,11 +8,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from ..data.datasets import SHAPES, collate, open_dataset
 from ..models.bottleneck import BottleneckDetector
 from ..models.detection import shape_only_images
+from ..outputs import progress_bar
 from . import checkpoint
 from .evaluation import detection_map
 from .prefilter import _val_source, equal_sized
@@ -34,7 +34,7 @@ def cached_cut_features(
     size: tuple[int, int] = (0, 0)
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
     where = getattr(dataset, "split", "data")
-    for images, labelled in tqdm(loader, desc=f"exit features ({where})", unit="batch", leave=False):
+    for images, labelled in progress_bar(loader, desc=f"exit features ({where})", unit="batch", leave=False):
         passes = [(list(images), [dict(t) for t in labelled])]
         if flips:
             mirrored, mirrored_targets = list(images), [dict(t) for t in labelled]
@@ -76,7 +76,7 @@ def train_exit(
     generator = torch.Generator().manual_seed(seed + 1)
     log = checkpoint.JsonLog(log_path) if log_path else None
     exit_module.train()
-    bar = tqdm(range(steps), desc="train exit", unit="step")
+    bar = progress_bar(range(steps), desc="train exit", unit="step")
     for step in bar:
         index = torch.randint(0, len(features), (batch_size,), generator=generator)
         batch_targets = [targets[i] for i in index.tolist()]

@@ -6,9 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from ..data.evaluate import coco_map, to_coco_results
+from ..outputs import progress_bar
 
 
 @torch.inference_mode()
@@ -17,7 +17,7 @@ def detection_map(
 ) -> dict[str, float]:
     """``predict(index)`` returns torchvision-style outputs for item ``index`` of ``dataset``."""
     results = []
-    for index in tqdm(range(len(dataset)), desc=desc, unit="img", leave=False, disable=not progress):
+    for index in progress_bar(range(len(dataset)), desc=desc, unit="img", leave=False, enabled=progress):
         out = predict(index)
         results += to_coco_results(dataset.image_id(index), out["boxes"], out["scores"], out["labels"])
     return coco_map(dataset.coco(), results)

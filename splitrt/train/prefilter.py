@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from ..data.datasets import SHAPES, collate, open_dataset
 from ..models.bottleneck import BottleneckDetector
+from ..outputs import progress_bar
 from ..prefilter import calibrate_threshold
 from . import checkpoint
 
@@ -26,7 +26,7 @@ def cut_features(model: BottleneckDetector, dataset, batch_size: int = 64) -> tu
     features, labels = [], []
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
     where = getattr(dataset, "split", "data")
-    for images, targets in tqdm(loader, desc=f"prefilter features ({where})", unit="batch", leave=False):
+    for images, targets in progress_bar(loader, desc=f"prefilter features ({where})", unit="batch", leave=False):
         batch, _ = model.detector.transform(images)
         features.append(model.prefilter_features(batch.tensors).half())
         labels.append(torch.tensor([len(t["labels"]) > 0 for t in targets]))
@@ -82,7 +82,7 @@ def train_prefilter(
     generator = torch.Generator().manual_seed(seed + 1)
     log = checkpoint.JsonLog(log_path) if log_path else None
     prefilter.train()
-    bar = tqdm(range(steps), desc="train prefilter", unit="step")
+    bar = progress_bar(range(steps), desc="train prefilter", unit="step")
     for step in bar:
         index = torch.randint(0, len(features), (batch_size,), generator=generator)
         x = features[index].float()

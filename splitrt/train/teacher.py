@@ -8,11 +8,11 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from ..data.datasets import SHAPES, collate, open_dataset
 from ..models import build_model
 from ..models.zoo import save_weights
+from ..outputs import progress_bar
 from . import checkpoint
 from .evaluation import detection_map
 
@@ -73,7 +73,7 @@ def train_teacher(
         dataset, batch_size=batch_size, shuffle=True, collate_fn=collate, drop_last=True, generator=generator
     )
     step = start
-    bar = tqdm(total=steps, initial=start, desc="train teacher", unit="step")
+    bar = progress_bar(total=steps, initial=start, desc="train teacher", unit="step")
     while step < steps:
         for images, targets in loader:
             if step >= steps:
