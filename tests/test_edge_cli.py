@@ -76,3 +76,22 @@ def _lines(out) -> int:
         return len(partial.read_text().splitlines())
     except FileNotFoundError:
         return 0
+
+
+def test_a_profile_timed_on_a_loaded_machine_is_named_and_corrected(server, tmp_path):
+    from splitrt.adapt.profile import Profile
+    from splitrt.defaults import PROFILES_DIR
+
+    loaded = tmp_path / "loaded.json"
+    Profile.load(PROFILES_DIR / "shapes_fcos.json").scaled(6.0).save(loaded)  # every device time 6x
+    out = tmp_path / "edge.jsonl"
+    done = run_edge(
+        "shapes-video:6", "--server", server.address, *SHAPES, "--controller", "adaptive", "--profile", str(loaded),
+        "--deadline-ms", "250", "--remeasure-s", "1", "--out", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "head times" in done.stderr and "slower (loaded?)" in done.stderr
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sum(r["deadline_met"] for r in lines) >= 4  # the re-measured heads fit the deadline again
+    table = done.stdout
+    assert "deadline of 250 ms met:" in table

@@ -16,6 +16,7 @@ carries the decision and the estimates behind it.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -27,6 +28,8 @@ from ..adapt.profile import LOCAL, ConfigProfile, Profile
 from ..policy import HAND_OVER_S, LATE_ANSWER_S, PROBE_TIMEOUT_S, give_up_instant
 from .client import FrameFailed, SplitClient
 from .frames import FrameResult
+
+log = logging.getLogger("splitrt.edge")
 
 PROBE_PADDING = 64  # with gRPC and HTTP/2 framing about the simulator's PROBE_BYTES
 LATE_LISTEN_S = LATE_ANSWER_S  # how long a hedged frame's call is kept open past its deadline
@@ -226,5 +229,28 @@ def load_profile_for(client: SplitClient, path: str | None, remeasure_s: float =
         from ..data.datasets import ShapesDetection
 
         images = [ShapesDetection("val", 4)[i][0] for i in range(4)]
-        profile = remeasure_heads(profile, client.model, images, seconds=remeasure_s)
+        measured = remeasure_heads(profile, client.model, images, seconds=remeasure_s)
+        drift = head_time_drift(profile, measured)
+        if not 1 / DRIFT_WARNING <= drift <= DRIFT_WARNING:
+            log.warning(
+                "the profile %s has head times %.2fx of what this device takes now (median over %d configurations): "
+                "it was timed on another or a %s machine; using the re-measured head times. Re-profile with "
+                "`splitrt profile --model %s --out profile.json` for tails and bytes too.",
+                path,
+                1 / drift,
+                len(profile.configs),
+                "slower (loaded?)" if drift < 1 else "faster",
+                client.spec.arch,
+            )
+        profile = measured
     return profile
+
+
+#: Re-measured head times this far off the profile's (either way) are worth a warning.
+DRIFT_WARNING = 1.5
+
+
+def head_time_drift(profile: Profile, measured: Profile) -> float:
+    """Median over configurations of re-measured / profiled head time (1: the profile fits this device)."""
+    ratios = sorted(m.head_ms / p.head_ms for p, m in zip(profile.configs, measured.configs) if p.head_ms > 0)
+    return ratios[len(ratios) // 2] if ratios else 1.0

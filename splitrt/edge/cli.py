@@ -131,7 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="experiments: stretch on-device compute N times to emulate a weaker device (default: 1)",
     )
     adaptive.add_argument(
-        "--remeasure-s", type=float, default=0.0, help="re-measure head times on this device for N seconds at start"
+        "--remeasure-s",
+        type=float,
+        default=2.0,
+        help="re-measure the profile's head times on this device for N seconds at start, and warn when they "
+        "differ from the profile's by more than 1.5x; 0: trust the profile (default: %(default)s)"
     )
     security = parser.add_argument_group("security")
     security.add_argument("--tls-ca", help="PEM CA bundle to verify the server (enables TLS)")

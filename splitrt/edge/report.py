@@ -34,6 +34,7 @@ def row(result: FrameResult) -> str:
     decision = result.extra.get("decision")
     if decision is not None:
         where = decision["config"] if result.mode != "fallback" or "hedge" not in decision else decision["hedge"]
+        where = where.removesuffix("/" + result.codec)  # the codec has its own column
         total = result.extra.get("latency_ms", total)
     cells = [
         result.frame_id,
