@@ -30,7 +30,7 @@ bench-wire: $(VENV)/.run-installed
 
 # Regenerate the committed gRPC stubs after editing protos/ (tests check they match).
 proto: $(VENV)/.dev-installed
-	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. protos/splitrt/wire/kserve_v2.proto
+	$(PY) protos/generate.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

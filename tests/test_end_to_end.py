@@ -64,7 +64,11 @@ def test_server_metadata_and_reflection(server, stub):
         reflect = reflection_pb2_grpc.ServerReflectionStub(channel)
         reply = next(reflect.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
         names = {s.name for s in reply.list_services_response.service}
+        # grpcurl's "describe": the file that defines the service (splitrt's stubs live in a private pool)
+        wanted = [reflection_pb2.ServerReflectionRequest(file_containing_symbol=s) for s in sorted(names)]
+        files = [r.file_descriptor_response for r in reflect.ServerReflectionInfo(iter(wanted))]
     assert {"inference.GRPCInferenceService", "grpc.health.v1.Health"} <= names
+    assert all(f.file_descriptor_proto for f in files), "reflection could not describe every service"
 
 
 def test_edge_cli_streams_and_writes_json_lines(server, tmp_path):

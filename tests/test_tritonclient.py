@@ -1,58 +1,23 @@
-"""A real third-party client (tritonclient, gRPC) talks to splitrt-server.
+"""A real third-party client (tritonclient, gRPC) talks to splitrt-server, from the process that
+also runs splitrt's own client: a pipeline that already uses tritonclient can add splitrt.
 
-tritonclient registers the same `inference.*` protobuf messages as splitrt's
-own stubs, so it runs in a separate process, as any third-party client would.
+Both register the KServe v2 ``inference.*`` messages; splitrt keeps its own in a private
+descriptor pool (``splitrt/wire/pool.py``), so the two load side by side.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import io
-import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+import splitrt
 from splitrt.edge.sources import synthetic_video
 
-# Only look for it: importing it here would clash with splitrt's stubs (see the module docstring).
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("tritonclient") is None, reason="tritonclient[grpc] (dev extra) is not installed"
-)
-
-CLIENT = r"""
-import json, sys
-import numpy as np
-import tritonclient.grpc as grpcclient
-
-url, model, path = sys.argv[1:4]
-client = grpcclient.InferenceServerClient(url=url)
-data = np.fromfile(path, dtype=np.uint8)
-image = grpcclient.InferInput("IMAGE", [data.size], "UINT8")
-image.set_data_from_numpy(data)
-outputs = [grpcclient.InferRequestedOutput(n) for n in ("boxes", "scores", "labels")]
-result = client.infer(model, [image], outputs=outputs, request_id="7")
-bad = grpcclient.InferInput("IMAGE", [4], "UINT8")
-bad.set_data_from_numpy(np.frombuffer(b"junk", dtype=np.uint8))
-try:
-    client.infer(model, [bad])
-    refused = None
-except grpcclient.InferenceServerException as exc:
-    refused = [exc.status(), exc.message()]
-print(json.dumps({
-    "live": client.is_server_live(),
-    "ready": client.is_model_ready(model),
-    "metadata": client.get_model_metadata(model, as_json=True),
-    "id": result.get_response().id,
-    "boxes": result.as_numpy("boxes").tolist(),
-    "labels": result.as_numpy("labels").tolist(),
-    "refused": refused,
-}))
-"""
+grpcclient = pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] (dev extra) is not installed")
 
 
 def test_tritonclient_full_offload_with_a_jpeg(server, det_spec, tmp_path):
@@ -62,21 +27,38 @@ def test_tritonclient_full_offload_with_a_jpeg(server, det_spec, tmp_path):
     path = tmp_path / "frame.jpg"
     path.write_bytes(buffer.getvalue())
 
-    proc = subprocess.run(
-        [sys.executable, "-c", CLIENT, server.address, "det", str(path)], capture_output=True, text=True, timeout=180
-    )
-    assert proc.returncode == 0, proc.stderr
-    reply = json.loads(proc.stdout)
-    assert reply["live"] and reply["ready"] and reply["id"] == "7"
-    assert [o["name"] for o in reply["metadata"]["outputs"]] == ["boxes", "scores", "labels"]
-    assert reply["refused"][0] == "StatusCode.INVALID_ARGUMENT" and "could not decode image" in reply["refused"][1]
+    client = grpcclient.InferenceServerClient(url=server.address)
+    data = np.frombuffer(buffer.getvalue(), dtype=np.uint8)
+    image = grpcclient.InferInput("IMAGE", [data.size], "UINT8")
+    image.set_data_from_numpy(data)
+    outputs = [grpcclient.InferRequestedOutput(n) for n in ("boxes", "scores", "labels")]
+    result = client.infer("det", [image], outputs=outputs, request_id="7")
+    bad = grpcclient.InferInput("IMAGE", [4], "UINT8")
+    bad.set_data_from_numpy(np.frombuffer(b"junk", dtype=np.uint8))
+    with pytest.raises(grpcclient.InferenceServerException) as refused:
+        client.infer("det", [bad])
+    assert client.is_server_live() and client.is_model_ready("det") and result.get_response().id == "7"
+    metadata = client.get_model_metadata("det", as_json=True)
+    assert [o["name"] for o in metadata["outputs"]] == ["boxes", "scores", "labels"]
+    assert refused.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "could not decode image" in refused.value.message()
+    reply = {"boxes": result.as_numpy("boxes").tolist(), "labels": result.as_numpy("labels").tolist()}
+
+    # splitrt's own client in the same process, on the same frame: the same detections.
+    with splitrt.connect(server.address, det_spec, split="input", codec="png") as own:
+        ours = own.detect(decoded_jpeg(buffer))
+    np.testing.assert_allclose(ours.boxes, np.asarray(reply["boxes"], dtype=np.float32), atol=1e-3)
 
     # The boxes are what the unsplit model gives for the decoded JPEG, in its pixel coordinates.
     model = det_spec.build()
-    decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+    decoded = decoded_jpeg(buffer)
     with torch.inference_mode():
         reference = model.full(torch.from_numpy(decoded.copy()).permute(2, 0, 1).float() / 255)
     boxes = np.asarray(reply["boxes"], dtype=np.float32)
     assert boxes.shape == (len(reference["boxes"]), 4) and len(boxes) > 0
     np.testing.assert_allclose(boxes, reference["boxes"].numpy(), atol=1e-3)
     assert reply["labels"] == reference["labels"].tolist()
+
+
+def decoded_jpeg(buffer: io.BytesIO) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))

@@ -10,7 +10,7 @@ import sys
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from ..defaults import DEMO_MODEL
 from ..logs import configure_logging
@@ -183,6 +183,21 @@ def bind_address(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
+def reflection_pool():
+    """splitrt's private descriptor pool (see splitrt/wire/pool.py), with the health and reflection
+    protocols added, so that reflection describes all three services."""
+    from google.protobuf.descriptor_pool import Default
+
+    from ..wire.pool import POOL
+
+    for name in (health_pb2.DESCRIPTOR.name, reflection_pb2.DESCRIPTOR.name):
+        try:
+            POOL.FindFileByName(name)
+        except KeyError:
+            POOL.AddSerializedFile(Default().FindFileByName(name).serialized_pb)
+    return POOL
+
+
 async def follow_overload(service: InferenceService, health_servicer) -> None:
     """Health says NOT_SERVING while the server refuses frames for lack of room, so balancers steer away."""
     serving = True
@@ -244,7 +259,9 @@ async def serve(args: argparse.Namespace, specs: list[ModelSpec]) -> int:
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection([SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    reflection.enable_server_reflection(
+        [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server, pool=reflection_pool()
+    )
     address = bind_address(args.host, args.port)
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
