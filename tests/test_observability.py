@@ -53,12 +53,21 @@ def test_metrics_count_frames_bytes_latency_and_errors(metered_server):
     families = _scrape(metered_server.metrics_port)
     requests = [s for s in families["splitrt_requests"] if s.name == "splitrt_requests_total"]
     assert sum(s.value for s in requests if s.labels["split"] == "layer1") == 3
-    bytes_in = [s for s in families["splitrt_bytes_in"] if s.name == "splitrt_bytes_in_total"]
-    assert sum(s.value for s in bytes_in) == sent
+    assert {s.labels["codec"] for s in requests} == {"int8-zstd"}
+    received = families["splitrt_received_payload_bytes"]
+    assert sum(s.value for s in received if s.name == "splitrt_received_payload_bytes_total") == sent
     tail_counts = [s for s in families["splitrt_tail_seconds"] if s.name == "splitrt_tail_seconds_count"]
     assert sum(s.value for s in tail_counts) == 3
-    errors = {s.labels["code"]: s.value for s in families["splitrt_errors"] if s.name == "splitrt_errors_total"}
-    assert errors.get("INVALID_ARGUMENT") == 1
+    errors = {
+        (s.labels["model"], s.labels["code"]): s.value
+        for s in families["splitrt_errors"]
+        if s.name == "splitrt_errors_total"
+    }
+    assert errors.get(("cls", "INVALID_ARGUMENT")) == 1
+    latency = families["splitrt_request_duration_seconds"]
+    assert sum(s.value for s in latency if s.name == "splitrt_request_duration_seconds_count") == 3
+    batches = families["splitrt_batch_size"]
+    assert sum(s.value for s in batches if s.name == "splitrt_batch_size_sum") == 3
     assert any(s.value == 0 for s in families["splitrt_frames_in_flight"])
 
 

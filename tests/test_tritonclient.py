@@ -62,3 +62,61 @@ def test_tritonclient_full_offload_with_a_jpeg(server, det_spec, tmp_path):
 
 def decoded_jpeg(buffer: io.BytesIO) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+
+
+def _jpeg(seed: int, size: tuple[int, int] = (120, 160)) -> bytes:
+    frame = next(synthetic_video(1, height=size[0], width=size[1], seed=seed))
+    buffer = io.BytesIO()
+    Image.fromarray(frame).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def test_tritonclient_batches_bytes_inputs_and_requested_outputs(server):
+    """KServe semantics a Triton user expects: BYTES images, a batch, only the outputs asked for."""
+    client = grpcclient.InferenceServerClient(url=server.address)
+    images = [_jpeg(1), _jpeg(2, (96, 128)), _jpeg(3)]
+    one = {}
+    for i, data in enumerate(images):
+        single = grpcclient.InferInput("IMAGE", [1], "BYTES")
+        single.set_data_from_numpy(np.array([data], dtype=np.object_))
+        one[i] = client.infer("det", [single]).as_numpy("boxes")
+    batch = grpcclient.InferInput("IMAGES", [len(images)], "BYTES")
+    batch.set_data_from_numpy(np.array(images, dtype=np.object_))
+    wanted = [grpcclient.InferRequestedOutput(n) for n in ("boxes", "num_detections")]
+    result = client.infer("det", [batch], outputs=wanted)
+    assert [o.name for o in result.get_response().outputs] == ["boxes", "num_detections"]
+    boxes, counts = result.as_numpy("boxes"), result.as_numpy("num_detections")
+    assert boxes.shape[0] == len(images) and counts.tolist() == [len(one[i]) for i in range(len(images))]
+    for i in range(len(images)):  # each image's own detections, padded to the longest
+        np.testing.assert_allclose(boxes[i, : counts[i]], one[i], atol=1e-3)
+
+    # UINT8 [B, N]: B images of one length (zero padding after an image is ignored by its decoder)
+    width = max(len(d) for d in images)
+    padded = np.zeros((len(images), width), dtype=np.uint8)
+    for i, data in enumerate(images):
+        padded[i, : len(data)] = np.frombuffer(data, dtype=np.uint8)
+    rows = grpcclient.InferInput("IMAGES", list(padded.shape), "UINT8")
+    rows.set_data_from_numpy(padded)
+    np.testing.assert_array_equal(client.infer("det", [rows]).as_numpy("num_detections"), counts)
+
+    with pytest.raises(grpcclient.InferenceServerException, match="unknown output 'masks'"):
+        client.infer("det", [batch], outputs=[grpcclient.InferRequestedOutput("masks")])
+
+
+def test_tritonclient_reads_statistics_and_the_repository_index(server):
+    client = grpcclient.InferenceServerClient(url=server.address)
+    data = np.frombuffer(_jpeg(4), dtype=np.uint8)
+    image = grpcclient.InferInput("IMAGE", [data.size], "UINT8")
+    image.set_data_from_numpy(data)
+    before = client.get_inference_statistics("det", as_json=True)["model_stats"][0]
+    for _ in range(2):
+        client.infer("det", [image])
+    after = client.get_inference_statistics("det", as_json=True)["model_stats"][0]
+    assert int(after["inference_count"]) - int(before.get("inference_count", 0)) == 2
+    stats = after["inference_stats"]
+    assert int(stats["success"]["count"]) >= 2 and int(stats["compute_infer"]["ns"]) > 0
+    assert int(after["last_inference"]) > 0
+    index = client.get_model_repository_index(as_json=True)["models"]
+    assert {m["name"]: m["state"] for m in index} == {name: "READY" for name in server.specs}
+    with pytest.raises(grpcclient.InferenceServerException, match="unknown model"):
+        client.get_inference_statistics("nope")

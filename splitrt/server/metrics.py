@@ -1,10 +1,16 @@
-"""Prometheus metrics of the tail server, served on their own HTTP port."""
+"""Prometheus metrics of the tail server, served on their own HTTP port.
+
+Names follow Prometheus' conventions: a unit suffix (``_bytes``, ``_seconds``), ``_total``
+on counters (the client library adds it), and labels of bounded sets of values: the model,
+its split point, the codec family (``jpeg``, not ``jpeg:75``) and the gRPC status.
+"""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
 
 class ServerMetrics:
@@ -13,28 +19,33 @@ class ServerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         labels = ["model", "split"]
+
+        def seconds(name: str, doc: str) -> Histogram:
+            return Histogram(name, doc, labels, buckets=_LATENCY_BUCKETS, registry=self.registry)
+
         self.requests = Counter(
-            "splitrt_requests", "Frames received", ["model", "split", "codec"], registry=self.registry
+            "splitrt_requests", "Frames decoded for a tail", ["model", "split", "codec"], registry=self.registry
         )
-        self.bytes_in = Counter("splitrt_bytes_in", "Payload bytes received", labels, registry=self.registry)
+        self.bytes_in = Counter(
+            "splitrt_received_payload_bytes", "Payload bytes of decoded frames", labels, registry=self.registry
+        )
         self.errors = Counter(
-            "splitrt_errors", "Frames refused or failed, by gRPC status", ["code"], registry=self.registry
+            "splitrt_errors",
+            "Frames refused or failed, by model ('(unknown)' for names not served) and gRPC status",
+            ["model", "code"],
+            registry=self.registry,
         )
         self.in_flight = Gauge(
             "splitrt_frames_in_flight", "Frames being decoded or run", ["model"], registry=self.registry
         )
-        self.decode = Histogram(
-            "splitrt_decode_seconds", "Payload decode time", labels, buckets=_LATENCY_BUCKETS, registry=self.registry
+        self.decode = seconds("splitrt_decode_seconds", "Payload decode time")
+        self.queue = seconds("splitrt_queue_seconds", "Wait for a turn and the tail worker")
+        self.tail = seconds("splitrt_tail_seconds", "Tail compute time")
+        self.frame_latency = seconds(
+            "splitrt_request_duration_seconds", "Time in the server per frame, from arrival to its answer built"
         )
-        self.queue = Histogram(
-            "splitrt_queue_seconds",
-            "Wait for the tail worker",
-            labels,
-            buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.tail = Histogram(
-            "splitrt_tail_seconds", "Tail compute time", labels, buckets=_LATENCY_BUCKETS, registry=self.registry
+        self.batch_size = Histogram(
+            "splitrt_batch_size", "Frames per tail call", labels, buckets=_BATCH_BUCKETS, registry=self.registry
         )
 
     def serve(self, host: str, port: int) -> int:

@@ -6,9 +6,12 @@ import asyncio
 import logging
 import threading
 import time
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import grpc
+import torch
 
 from .. import __version__
 from ..codecs import CodecError
@@ -22,15 +25,17 @@ from ..wire.protocol import (
     PAYLOAD_INPUT,
     QUEUE_US,
     TAIL_US,
+    FrameRequest,
     WireError,
     build_response,
     is_probe,
-    parse_request,
+    parse_request_frames,
 )
 from .admission import AdmissionLimits, FairQueue, Overloaded, ServerBudget
 from .metrics import ServerMetrics
 from .repository import ModelRepository, RequestError, ServedModel
 from .security import RateLimiter, token_identity
+from .statistics import ModelBook
 
 log = logging.getLogger("splitrt.server")
 
@@ -69,6 +74,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         #: Whether an interceptor has verified every caller's token (then the token names the client).
         self.authenticated = authenticated
         self._refusal_log: dict[grpc.StatusCode, tuple[float, int]] = {}
+        #: Counts and times per model since start (the ModelStatistics RPC).
+        self.statistics: defaultdict[str, ModelBook] = defaultdict(ModelBook)
 
     def queue(self, model: str) -> FairQueue:
         if model not in self._queues:
@@ -142,6 +149,37 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             config.output.add(name=tensor.name, data_type=_config_type(tensor.datatype), dims=tensor.shape)
         return pb.ModelConfigResponse(config=config)
 
+    async def ModelStatistics(self, request, context):
+        """Counts and cumulative times per model since the server started (Triton's statistics extension)."""
+        if request.name:
+            served = self.repository.get(request.name)
+            if served is None:
+                await context.abort(grpc.StatusCode.NOT_FOUND, self._unknown_model(request.name))
+            if request.version not in ("", SERVED_VERSION):
+                await context.abort(grpc.StatusCode.NOT_FOUND, self._unknown_version(served.name, request.version))
+            names = [served.name]
+        else:
+            names = self.repository.names()
+        return pb.ModelStatisticsResponse(
+            model_stats=[self.statistics[name].to_proto(name, SERVED_VERSION) for name in names]
+        )
+
+    async def RepositoryIndex(self, request, context):
+        """Every model of the configuration: READY, LOADING (a restarted server) or UNAVAILABLE (refusing
+        frames for lack of room); ``ready`` keeps only the ready ones."""
+        index = pb.RepositoryIndexResponse()
+        for name in self.repository.names():
+            saturated = self.queue(name).saturated or self.budget.full
+            state, reason = (
+                ("UNAVAILABLE", "overloaded: frames are refused for lack of room") if saturated else ("READY", "")
+            )
+            if not request.ready or state == "READY":
+                index.models.add(name=name, version=SERVED_VERSION, state=state, reason=reason)
+        if not request.ready:
+            for name in sorted(self.repository.loading - set(self.repository.names())):
+                index.models.add(name=name, version=SERVED_VERSION, state="LOADING", reason="loading")
+        return index
+
     # -- inference ----------------------------------------------------------------
     async def ModelInfer(self, request, context):
         try:
@@ -212,7 +250,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             log.exception("frame %s for %s failed unexpectedly", clip(request.id), clip(request.model_name))
             exc = RequestError(grpc.StatusCode.INTERNAL, f"frame {clip(request.id)}: {type(exc).__name__}: {exc}")
         model = request.model_name if self.repository.get(request.model_name) is not None else "(unknown)"
-        self.metrics.errors.labels(exc.code.name).inc()
+        self.metrics.errors.labels(model, exc.code.name).inc()
         # A flood of refusals must not turn into a flood of log lines (they cost the tails CPU time):
         # at most one line per status a second, with the count of those left out.
         now = time.monotonic()
@@ -255,17 +293,48 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"frame {clip(request.id)}: {exc}") from None
 
     async def _run(self, request, served, arrival: int) -> pb.ModelInferResponse:
-        loop = asyncio.get_running_loop()
         try:
-            frame = parse_request(request)
+            frames = parse_request_frames(request)
+            wanted = requested_outputs(request, output_names(served, batched=len(frames) > 1))
         except WireError as exc:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"frame {clip(request.id)}: {exc}") from None
+        book = self.statistics[served.name]
+        done, since = [], arrival
+        try:
+            for frame in frames:  # a plain client's batch: one image after the other
+                done.append(await self._run_frame(request, frame, served, since))
+                since = time.perf_counter_ns()
+        except Exception:
+            book.failed(time.perf_counter_ns() - arrival)
+            raise
+        began = time.perf_counter_ns()
+        outputs = done[0].outputs if len(done) == 1 else stack_batch([d.outputs for d in done])
+        labels = (served.name, frames[0].split)
+        decode_ns, waited, tail_ns = (sum(getattr(d, k) for d in done) for k in ("decode_ns", "waited_ns", "tail_ns"))
+        timings = {
+            DECODE_US: decode_ns // 1000,
+            QUEUE_US: waited // 1000,
+            TAIL_US: tail_ns // 1000,
+            BATCH_SIZE: done[0].batch_size,
+        }
+        response = build_response(served.name, request.id, {k: outputs[k] for k in wanted}, timings)
+        output_ns = time.perf_counter_ns() - began
+        total_ns = time.perf_counter_ns() - arrival
+        share = len(done)  # a plain client's batch: each image gets its share of the request's time
+        for d in done:
+            self.metrics.frame_latency.labels(*labels).observe(total_ns / 1e9 / share)
+            self.metrics.batch_size.labels(*labels).observe(d.batch_size)
+            book.answered(total_ns // share, d.waited_ns, d.decode_ns, d.tail_ns, output_ns // share, d.batch_size)
+        return response
+
+    async def _run_frame(self, request, frame: FrameRequest, served: ServedModel, arrival: int) -> FrameDone:
+        loop = asyncio.get_running_loop()
         decoded = threading.Event()
 
         def count_decoded() -> None:
             # Labelled only once decoded: split and codec are then known values, not whatever a client sent.
             decoded.set()
-            self.metrics.requests.labels(served.name, frame.split, frame.codec).inc()
+            self.metrics.requests.labels(served.name, frame.split, codec_family(frame.codec)).inc()
             self.metrics.bytes_in.labels(served.name, frame.split).inc(len(frame.payload))
 
         try:
@@ -290,17 +359,11 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             raise RequestError(grpc.StatusCode.INTERNAL, f"frame {clip(request.id)}: tail failed: {exc}") from None
         labels = (served.name, frame.split)
         # decode: the decoding work itself; queue: every wait before the tail started (a turn, thread hops).
-        waited = start - arrival - decode_ns
+        waited = max(0, start - arrival - decode_ns)
         self.metrics.decode.labels(*labels).observe(decode_ns / 1e9)
         self.metrics.queue.labels(*labels).observe(waited / 1e9)
         self.metrics.tail.labels(*labels).observe((end - start) / 1e9)
-        timings = {
-            DECODE_US: decode_ns // 1000,
-            QUEUE_US: waited // 1000,
-            TAIL_US: (end - start) // 1000,
-            BATCH_SIZE: batch_size,
-        }
-        return build_response(served.name, request.id, outputs, timings)
+        return FrameDone(outputs, decode_ns, waited, end - start, batch_size)
 
     def _runs_inline(self, served: ServedModel) -> bool:
         """Whether this frame decodes and runs its tail on the event loop itself, not on a worker.
@@ -319,6 +382,59 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     @staticmethod
     def _unknown_version(model: str, version: str) -> str:
         return f"model {model!r} has no version {clip(version)}; this server serves version {SERVED_VERSION}"
+
+
+@dataclass
+class FrameDone:
+    """One frame through decode and tail: its outputs and where its time went (ns)."""
+
+    outputs: dict
+    decode_ns: int
+    waited_ns: int
+    tail_ns: int
+    batch_size: int
+
+
+def requested_outputs(request, names: list[str]) -> list[str]:
+    """The outputs a request asked for (KServe: none named means all of them), in the model's order."""
+    asked = [o.name for o in request.outputs]
+    if not asked:
+        return list(names)
+    unknown = [n for n in asked if n not in names]
+    if unknown:
+        raise WireError(f"unknown output {clip(unknown[0])}; this model's outputs: {', '.join(names)}")
+    return [n for n in names if n in asked]
+
+
+def output_names(served: ServedModel, batched: bool = False) -> list[str]:
+    names = list(served.model.output_names)
+    return names + ["num_detections"] if batched and "boxes" in names else names
+
+
+def stack_batch(frames: list[dict]) -> dict:
+    """A plain client's batch as one set of outputs with a leading batch dimension.
+
+    Detections differ in count per image: they are padded to the largest count (boxes and
+    scores with 0, labels with -1) and ``num_detections`` [B] says how many of each are real.
+    """
+    out = {}
+    for name in frames[0]:
+        values = [f[name] for f in frames]
+        if all(v.shape == values[0].shape for v in values):
+            out[name] = torch.stack(values)
+            continue
+        longest = max(v.shape[0] for v in values)
+        fill = -1 if name == "labels" else 0
+        padded = [torch.cat([v, v.new_full((longest - v.shape[0], *v.shape[1:]), fill)]) for v in values]
+        out[name] = torch.stack(padded)
+    if "boxes" in frames[0]:
+        out["num_detections"] = torch.tensor([len(f["boxes"]) for f in frames], dtype=torch.int64)
+    return out
+
+
+def codec_family(codec: str) -> str:
+    """A metric label for a codec: ``jpeg:75`` and ``jpeg:90`` are both ``jpeg`` (a bounded set)."""
+    return codec.partition(":")[0]
 
 
 def _timed(work, *args):

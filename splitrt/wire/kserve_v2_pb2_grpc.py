@@ -74,6 +74,16 @@ class GRPCInferenceServiceStub:
                 request_serializer=splitrt_dot_wire_dot_kserve__v2__pb2.ModelInferRequest.SerializeToString,
                 response_deserializer=splitrt_dot_wire_dot_kserve__v2__pb2.ModelStreamInferResponse.FromString,
                 _registered_method=True)
+        self.ModelStatistics = channel.unary_unary(
+                '/inference.GRPCInferenceService/ModelStatistics',
+                request_serializer=splitrt_dot_wire_dot_kserve__v2__pb2.ModelStatisticsRequest.SerializeToString,
+                response_deserializer=splitrt_dot_wire_dot_kserve__v2__pb2.ModelStatisticsResponse.FromString,
+                _registered_method=True)
+        self.RepositoryIndex = channel.unary_unary(
+                '/inference.GRPCInferenceService/RepositoryIndex',
+                request_serializer=splitrt_dot_wire_dot_kserve__v2__pb2.RepositoryIndexRequest.SerializeToString,
+                response_deserializer=splitrt_dot_wire_dot_kserve__v2__pb2.RepositoryIndexResponse.FromString,
+                _registered_method=True)
 
 
 class GRPCInferenceServiceServicer:
@@ -136,6 +146,20 @@ class GRPCInferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ModelStatistics(self, request, context):
+        """Triton's statistics extension: counts and cumulative times per model.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RepositoryIndex(self, request, context):
+        """Triton's model repository extension, the index only (no load/unload).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GRPCInferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -178,6 +202,16 @@ def add_GRPCInferenceServiceServicer_to_server(servicer, server):
                     servicer.ModelStreamInfer,
                     request_deserializer=splitrt_dot_wire_dot_kserve__v2__pb2.ModelInferRequest.FromString,
                     response_serializer=splitrt_dot_wire_dot_kserve__v2__pb2.ModelStreamInferResponse.SerializeToString,
+            ),
+            'ModelStatistics': grpc.unary_unary_rpc_method_handler(
+                    servicer.ModelStatistics,
+                    request_deserializer=splitrt_dot_wire_dot_kserve__v2__pb2.ModelStatisticsRequest.FromString,
+                    response_serializer=splitrt_dot_wire_dot_kserve__v2__pb2.ModelStatisticsResponse.SerializeToString,
+            ),
+            'RepositoryIndex': grpc.unary_unary_rpc_method_handler(
+                    servicer.RepositoryIndex,
+                    request_deserializer=splitrt_dot_wire_dot_kserve__v2__pb2.RepositoryIndexRequest.FromString,
+                    response_serializer=splitrt_dot_wire_dot_kserve__v2__pb2.RepositoryIndexResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -396,6 +430,60 @@ class GRPCInferenceService:
             '/inference.GRPCInferenceService/ModelStreamInfer',
             splitrt_dot_wire_dot_kserve__v2__pb2.ModelInferRequest.SerializeToString,
             splitrt_dot_wire_dot_kserve__v2__pb2.ModelStreamInferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ModelStatistics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/ModelStatistics',
+            splitrt_dot_wire_dot_kserve__v2__pb2.ModelStatisticsRequest.SerializeToString,
+            splitrt_dot_wire_dot_kserve__v2__pb2.ModelStatisticsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RepositoryIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/RepositoryIndex',
+            splitrt_dot_wire_dot_kserve__v2__pb2.RepositoryIndexRequest.SerializeToString,
+            splitrt_dot_wire_dot_kserve__v2__pb2.RepositoryIndexResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -134,25 +134,106 @@ def is_probe(request: pb.ModelInferRequest) -> bool:
 
 
 def parse_request(request: pb.ModelInferRequest) -> FrameRequest:
-    """Validate the envelope; the payload itself is decoded later by its codec."""
+    """Validate the envelope of a one-frame request; the payload itself is decoded later by its codec."""
+    frames = parse_request_frames(request)
+    if len(frames) != 1:
+        raise WireError(f"expected one frame, got a batch of {len(frames)}")
+    return frames[0]
+
+
+def parse_request_frames(request: pb.ModelInferRequest) -> list[FrameRequest]:
+    """The frames of a request: one splitrt frame, or a plain client's image or batch of images.
+
+    A plain client (no ``splitrt.`` parameters) may send, as KServe v2 allows: UINT8 ``[N]`` or
+    ``[1, N]`` (one encoded image), UINT8 ``[B, N]`` (B images of N bytes each; trailing zero
+    padding is ignored by the image decoders), or BYTES ``[B]`` / ``[B, 1]`` (B images of any length).
+    """
     if not request.model_name:
         raise WireError("request names no model (model_name is empty)")
     if len(request.inputs) != 1:
         raise WireError(f"expected exactly one input tensor (the payload), got {len(request.inputs)}")
     tensor = request.inputs[0]
-    if tensor.datatype != "UINT8":
-        raise WireError(f"input {tensor.name!r} must have datatype UINT8 (the bitstream), got {tensor.datatype!r}")
+    params = read_params(request.parameters)
+    if tensor.datatype not in ("UINT8", "BYTES"):
+        raise WireError(
+            f"input {tensor.name!r} must have datatype UINT8 (an encoded image or splitrt bitstream) or BYTES "
+            f"(encoded images), got {tensor.datatype!r}"
+        )
+    shape = list(tensor.shape)
+    if CODEC in params:  # a splitrt frame: one bitstream
+        if tensor.datatype != "UINT8":
+            raise WireError(f"a splitrt frame's payload travels as UINT8, not {tensor.datatype}")
+        payload = _one_buffer(request, tensor)
+        if shape not in ([len(payload)], [1, len(payload)]):
+            raise WireError(f"input shape {shape} does not match the {len(payload)} payload bytes")
+        return [frame_from_params(request.model_name, request.id, payload, params)]
+    images = _bytes_elements(request, tensor) if tensor.datatype == "BYTES" else _uint8_images(request, tensor)
+    if not 1 <= len(images) <= MAX_PLAIN_BATCH:
+        raise WireError(f"a request carries 1 to {MAX_PLAIN_BATCH} images, not {len(images)}")
+    for index, image in enumerate(images):
+        if not image:
+            raise WireError("the payload is empty" if len(images) == 1 else f"image {index} of the batch is empty")
+    return [FrameRequest(request.model_name, request.id, image, PLAIN_CLIENT_CODEC, INPUT_SPLIT, None, None)
+            for image in images]  # fmt: skip
+
+
+#: Images one plain request may carry (each is decoded and run; the message limit bounds the bytes).
+MAX_PLAIN_BATCH = 64
+
+
+def _one_buffer(request: pb.ModelInferRequest, tensor) -> bytes:
     if len(request.raw_input_contents) == 1:
         payload = request.raw_input_contents[0]
-    elif tensor.HasField("contents") and len(tensor.contents.bytes_contents) == 1:
+    elif not request.raw_input_contents and tensor.HasField("contents") and len(tensor.contents.bytes_contents) == 1:
         payload = tensor.contents.bytes_contents[0]
     else:
         raise WireError("the payload must travel in raw_input_contents (one entry) as UINT8 bytes")
-    if list(tensor.shape) not in ([len(payload)], [1, len(payload)]):
-        raise WireError(f"input shape {list(tensor.shape)} does not match the {len(payload)} payload bytes")
     if not payload:
         raise WireError("the payload is empty")
-    return frame_from_params(request.model_name, request.id, payload, read_params(request.parameters))
+    return payload
+
+
+def _uint8_images(request: pb.ModelInferRequest, tensor) -> list[bytes]:
+    payload = _one_buffer(request, tensor)
+    shape = list(tensor.shape)
+    if shape in ([len(payload)], [1, len(payload)]):
+        return [payload]
+    if len(shape) == 2 and shape[0] >= 1 and shape[1] >= 1 and shape[0] * shape[1] == len(payload):
+        width = shape[1]
+        return [payload[i * width : (i + 1) * width] for i in range(shape[0])]
+    raise WireError(
+        f"input shape {shape} does not match the {len(payload)} payload bytes "
+        "(UINT8 [N] or [1, N] for one image, [B, N] for B images of N bytes each)"
+    )
+
+
+def _bytes_elements(request: pb.ModelInferRequest, tensor) -> list[bytes]:
+    """A BYTES tensor's elements: raw (each one a 4-byte little-endian length, then its bytes) or in contents."""
+    shape = list(tensor.shape)
+    if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or not 1 <= shape[0] <= MAX_PLAIN_BATCH:
+        raise WireError(f"a BYTES input holds one encoded image per element: shape [B] or [B, 1], got {shape}")
+    count = shape[0]
+    if request.raw_input_contents:
+        if len(request.raw_input_contents) != 1:
+            raise WireError("a BYTES input must travel in one raw_input_contents entry")
+        raw, elements, at = request.raw_input_contents[0], [], 0
+        while at < len(raw):
+            if at + 4 > len(raw):
+                raise WireError("a BYTES element's 4-byte length prefix is cut short")
+            size = int.from_bytes(raw[at : at + 4], "little")
+            if at + 4 + size > len(raw):
+                raise WireError(f"a BYTES element claims {size} bytes, only {len(raw) - at - 4} remain")
+            elements.append(raw[at + 4 : at + 4 + size])
+            at += 4 + size
+            if len(elements) > count:
+                break
+    elif tensor.HasField("contents"):
+        elements = list(tensor.contents.bytes_contents)
+    else:
+        raise WireError("the BYTES input has no contents")
+    if len(elements) != count:
+        raise WireError(f"input shape {shape} says {count} elements, the payload holds {len(elements)}")
+    return elements
 
 
 def frame_from_params(model: str, frame_id: str, payload: bytes, params: dict[str, object]) -> FrameRequest:
