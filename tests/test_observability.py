@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import urllib.request
 
 import grpc
@@ -120,3 +121,7 @@ def test_weights_pinned_by_sha256_and_json_logs(tmp_path):
     assert proc.returncode != 0
     lines = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
     assert any("refusing to load" in entry["message"] and entry["level"] == "ERROR" for entry in lines), proc.stderr
+    failed = next(entry for entry in lines if "refusing to load" in entry["message"])
+    # RFC 3339 in UTC with milliseconds, where it was logged, and the call's own fields
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", failed["time"]), failed["time"]
+    assert failed["reason"] == "ValueError" and failed["module"] == "app" and failed["process"] > 0

@@ -306,7 +306,13 @@ async def serve(args: argparse.Namespace, specs: list[ModelSpec]) -> int:
             log.info("dynamic batching: up to %d frames, %.1f ms delay", args.max_batch, args.batch_delay_ms)
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("ready: serving %s on %s:%d", ", ".join(repository.names()), args.host, port)
+        log.info(
+            "ready: serving %s on %s:%d",
+            ", ".join(repository.names()),
+            args.host,
+            port,
+            extra={"models": ",".join(repository.names()), "port": port},
+        )
         watcher = asyncio.create_task(follow_overload(service, health_servicer))
         await waiter
         watcher.cancel()
@@ -335,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return asyncio.run(serve(args, specs))
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        log.error("could not start: %s", exc)
+        log.error("could not start: %s", exc, extra={"reason": type(exc).__name__})
         return 1
 
 

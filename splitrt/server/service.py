@@ -257,7 +257,14 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         last, skipped = self._refusal_log.get(exc.code, (0.0, 0))
         if now - last >= 1.0:
             more = f" ({skipped} more {exc.code.name} refusals in the last second not logged)" if skipped else ""
-            log.warning("frame %s for %s refused: %s%s", clip(request.id), clip(model), exc.message, more)
+            log.warning(
+                "frame %s for %s refused: %s%s",
+                clip(request.id),
+                clip(model),
+                exc.message,
+                more,
+                extra={"frame_id": clip(request.id), "model": model, "code": exc.code.name, "not_logged": skipped},
+            )
             self._refusal_log[exc.code] = (now, 0)
         else:
             self._refusal_log[exc.code] = (last, skipped + 1)
