@@ -10,4 +10,11 @@ def connect(target: str, model: str, **kwargs):
     return SplitClient(target, model, **kwargs)
 
 
-__all__ = ["__version__", "connect"]
+def connect_async(target: str, model: str, **kwargs):
+    """An asyncio client (``async with`` it); see :class:`splitrt.edge.aio.AsyncSplitClient`."""
+    from .edge.aio import AsyncSplitClient
+
+    return AsyncSplitClient(target, model, **kwargs)
+
+
+__all__ = ["__version__", "connect", "connect_async"]

@@ -12,46 +12,47 @@ from tqdm import tqdm
 
 
 class ResultsFile:
-    """JSON lines written to ``PATH.partial`` and moved over ``PATH`` once the run has results.
+    """JSON lines, flushed line by line (``tail -f`` works), created only with the run's first result.
 
     A run that ends before its first result (server not ready, bad source, stopped at once)
-    leaves an earlier ``PATH`` as it was; one that produced results replaces it, even if it
-    stopped early (those results are the run's).  Lines are flushed as they come, so a run
-    killed outright still leaves them in ``PATH.partial``.
+    leaves an earlier ``PATH`` exactly as it was.  A run with results moves an earlier file to
+    ``PATH.prev`` before writing, so the previous run's results survive one more run
+    whatever happens to this one.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.partial = self.path.with_name(self.path.name + ".partial")
+        self.previous = self.path.with_name(self.path.name + ".prev")
         self.lines = 0
         self._file: TextIO | None = None
 
     def open(self) -> ResultsFile:
-        """Create the folder and the partial file now, so that an unwritable place fails before the run."""
+        """Check now that the results can be written (the folder is made), so a bad path fails before the run."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.partial.open("w")
+        if self.path.is_dir():
+            raise IsADirectoryError(f"{self.path} is a folder")
+        if not os.access(self.path.parent, os.W_OK) or (self.path.exists() and not os.access(self.path, os.W_OK)):
+            raise PermissionError(f"{self.path} is not writable")
         return self
 
     def write(self, record: dict[str, Any]) -> None:
-        assert self._file is not None, "open() first"
+        if self._file is None:
+            if self.path.exists():
+                os.replace(self.path, self.previous)
+            self._file = self.path.open("w")
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
         self.lines += 1
 
     def close(self) -> bool:
-        """Finish the file; True if ``path`` now holds this run's results."""
-        if self._file is None:
-            return False
-        self._file.close()
-        self._file = None
-        if self.lines:
-            os.replace(self.partial, self.path)
-            return True
-        self.partial.unlink(missing_ok=True)
-        return False
+        """True if ``path`` now holds this run's results."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        return self.lines > 0
 
     def __enter__(self) -> ResultsFile:
-        return self.open() if self._file is None else self
+        return self.open()
 
     def __exit__(self, *exc: object) -> None:
         self.close()

@@ -39,7 +39,11 @@ def test_a_run_that_fails_leaves_earlier_results_alone(server, tmp_path):
     assert done.returncode == 3 and time.monotonic() - started < 60
     assert "does not serve model 'elsewhere'" in done.stderr and "left as it was" in done.stderr
     assert out.read_text() == '{"frame": 0, "earlier": true}\n'
-    assert not (tmp_path / "edge.jsonl.partial").exists()
+    # a run with results keeps the one before it as .prev
+    done = run_edge("shapes-video:2", "--server", server.address, *SHAPES, "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert len(out.read_text().splitlines()) == 2
+    assert (tmp_path / "edge.jsonl.prev").read_text() == '{"frame": 0, "earlier": true}\n'
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -52,7 +56,7 @@ def test_a_signal_stops_the_edge_with_its_summary(server, tmp_path, signum):
         text=True,
     )
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (not out.with_name("edge.jsonl.partial").exists() or _lines(out) < 3):
+    while time.monotonic() < deadline and _lines(out) < 3:
         time.sleep(0.2)
     proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=60)
@@ -71,9 +75,8 @@ def test_piped_output_has_no_progress_bar_control_characters(server, tmp_path):
 
 
 def _lines(out) -> int:
-    partial = out.with_name(out.name + ".partial")
     try:
-        return len(partial.read_text().splitlines())
+        return len(out.read_text().splitlines())
     except FileNotFoundError:
         return 0
 

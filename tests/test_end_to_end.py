@@ -227,8 +227,11 @@ def test_frames_to_a_dead_server_are_reported_not_lost(det_spec):
     kwargs = dict(split="features.3", codec="int8", timeout_s=10, max_resends=1)
     with splitrt.connect("127.0.0.1:1", det_spec, on_failure="drop", **kwargs) as client:
         results = list(client.stream(frames(3)))
-        with pytest.raises(FrameFailed, match="UNAVAILABLE"):
-            client.detect(frames(1)[0])
+        failed = client.detect(frames(1)[0])  # the same error model as stream: a result, mode "error"
+        assert failed.mode == "error" and "UNAVAILABLE" in failed.error
+        with pytest.raises(FrameFailed, match="UNAVAILABLE") as raised:
+            failed.raise_for_error()
+        assert raised.value.result is failed
     assert [r.frame_id for r in results] == [0, 1, 2]
     assert all(
         r.mode == "error" and "UNAVAILABLE" in r.error and "dropped after 2 attempts" in r.error for r in results

@@ -157,7 +157,7 @@ def test_card_model_round_trips_over_a_real_server_and_refuses_other_weights(car
             on_failure="drop",
         ) as client:  # fmt: skip
             with pytest.raises(FrameFailed, match="fingerprint mismatch"):
-                client.detect(image)
+                client.detect(image).raise_for_error()
     finally:
         torch.set_num_threads(threads)
         assert stop_server(server) == 0

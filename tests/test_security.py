@@ -94,7 +94,7 @@ def _detect(server, **connection):
         timeout_s=10,
         connection=ConnectionOptions(**connection),
     ) as client:
-        return client.detect(IMAGE)
+        return client.detect(IMAGE).raise_for_error()  # a failed frame is a result; raise it here
 
 
 def test_tls_handshake_and_refusals(tls_server, pki):

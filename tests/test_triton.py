@@ -111,5 +111,5 @@ def test_triton_refuses_a_corrupt_frame_and_keeps_serving(triton_server):
         assert good.ok
         client.codec.encode = lambda features: b"not a bitstream"  # a broken encoder on the device
         with pytest.raises(FrameFailed, match="bitstream|SRTF|magic|CodecError"):
-            client.detect(torch.rand(3, 120, 160))
+            client.detect(torch.rand(3, 120, 160)).raise_for_error()
         assert client.probe(64, timeout_s=5.0) is not None  # probes are answered without running the model

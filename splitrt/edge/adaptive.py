@@ -26,7 +26,7 @@ from ..adapt.controller import AdaptiveController, StaticController, prefers_loc
 from ..adapt.estimators import LinkEstimator
 from ..adapt.profile import LOCAL, ConfigProfile, Profile
 from ..policy import HAND_OVER_S, LATE_ANSWER_S, PROBE_TIMEOUT_S, give_up_instant
-from .client import FrameFailed, SplitClient
+from .client import SplitClient
 from .frames import FrameResult
 
 log = logging.getLogger("splitrt.edge")
@@ -130,13 +130,12 @@ class AdaptiveEdge:
             answer_by = captured + self.deadline_s
             self.client.on_failure = "drop"
         began = time.perf_counter()
-        try:
-            result = self.client.detect(
-                image, answer_by=answer_by if entry.config.remote else None, hedge=hedge, prefer_local=prefer_local
-            )
-        except FrameFailed as exc:  # no fallback fits: reported as missed, not lost
-            result = FrameResult(self.client.pipeline.next_id - 1, "timeout", entry.config.split, entry.config.codec, 0)
-            result.note = f"missed the deadline, no local model fits: {exc}"
+        result = self.client.detect(
+            image, answer_by=answer_by if entry.config.remote else None, hedge=hedge, prefer_local=prefer_local
+        )
+        if result.mode == "error":  # no fallback fits: reported as missed, not lost
+            result.mode, result.note = "timeout", f"missed the deadline, no local model fits: {result.error}"
+            result.error = None
         self._learn(entry, result, began, answer_by)
         self._report_outcome(decision, result, captured)
         return self._annotate(result, decision, estimates, captured)

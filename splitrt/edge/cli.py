@@ -95,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="what runs on this device for --codec local and for frames the server cannot answer: the whole "
         "model, or its early exit (cheaper, less accurate; shapes_fcos has one) (default: %(default)s)",
     )
+    parser.add_argument(
+        "--score-threshold",
+        type=float,
+        default=0.0,
+        help="leave out detections scoring under this (default: 0, every detection, as mAP needs)",
+    )
     parser.add_argument("--width", type=float, help="latent width of a slimmable split, e.g. 0.5 (default: full)")
     parser.add_argument("--prefilter", action="store_true", help="do not send frames the prefilter finds empty")
     parser.add_argument(
@@ -203,6 +209,7 @@ def _main(args: argparse.Namespace, out: ResultsFile) -> int:
             prefilter=args.prefilter,
             prefilter_threshold=args.prefilter_threshold,
             device_slowdown=args.emulate_slowdown,
+            score_threshold=args.score_threshold,
         )
         client.use_local(early_exit=args.local_model == "exit")
     except (ValueError, KeyError, SourceError, CodecError, SplitError, FileNotFoundError) as exc:

@@ -31,16 +31,12 @@ from .connection import (
     is_transport_failure,
     open_channel,
 )
-from .frames import FrameResult
+from .frames import FrameFailed, FrameResult
 from .hedge import LateAnswers, LateCall, detect_hedged
 from .pipeline import AUTO_CODEC, FramePipeline, PendingFrame, default_split
 from .session import FrameStream
 
 __all__ = ["FrameFailed", "SplitClient", "default_split", "describe_rpc_error"]
-
-
-class FrameFailed(RuntimeError):
-    """A frame the server refused or never answered; the message says why."""
 
 
 class SplitClient:
@@ -55,6 +51,12 @@ class SplitClient:
     ``max_resends`` times; after that ``on_failure="local"`` runs them on
     this device (mode ``fallback``) and ``"drop"`` reports them as errors.
     Every frame comes back exactly once either way.
+
+    Errors: a bad name or setting (model, split, codec, width) raises at once, before
+    anything is built or sent; a frame that fails is a result with ``mode="error"``, from
+    ``detect`` and ``stream`` alike (``result.raise_for_error()`` raises `FrameFailed`).
+    ``score_threshold`` leaves out detections scoring under it; results carry the
+    model's label names (``result.names``) and draw themselves (``result.draw(image)``).
 
     The work is shared out: `FramePipeline` (the model and each frame's head, codec and
     local runs), `FrameStream` (streaming and resending), `detect_hedged` (hedged frames);
@@ -79,6 +81,7 @@ class SplitClient:
         prefilter: bool = False,
         prefilter_threshold: float | None = None,
         device_slowdown: float = 1.0,
+        score_threshold: float = 0.0,
     ) -> None:
         if on_failure not in ("local", "drop"):
             raise ValueError(f"on_failure must be 'local' or 'drop', not {on_failure!r}")
@@ -86,7 +89,9 @@ class SplitClient:
         if spec.card is None:  # a card's branches are its own; the catalogue knows the zoo's
             # A typo fails now, not after the model is built.
             check_names(spec.arch, split, None if codec == AUTO_CODEC else codec)
-        self.pipeline = FramePipeline(spec, split, codec, width, prefilter, prefilter_threshold, device_slowdown)
+        self.pipeline = FramePipeline(
+            spec, split, codec, width, prefilter, prefilter_threshold, device_slowdown, score_threshold
+        )
         #: Hedged frames given up on whose answers may still come (link measurements for the edge).
         self.late_answers = LateAnswers()
         self.target = target
@@ -112,6 +117,11 @@ class SplitClient:
     @property
     def counters(self) -> dict[str, int]:
         return self.pipeline.counters
+
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        """The model's label names, indexed by label (from its card or the zoo), when known."""
+        return self.pipeline.model.class_names
 
     @property
     def split(self) -> str:
@@ -215,8 +225,9 @@ class SplitClient:
         (``splitrt.edge.hedge``); with ``prefer_local`` too the local result is preferred
         when it is ready by ``answer_by``.
 
-        Raises FrameFailed when the server refuses the frame, or cannot be
-        reached and ``on_failure`` is ``"drop"``.
+        A frame the server refuses, or that cannot reach it with ``on_failure="drop"``,
+        comes back as a result with ``mode="error"`` and the reason in ``error``, as in
+        ``stream``; ``result.raise_for_error()`` turns it into a `FrameFailed`.
         """
         prepared = self.pipeline.prepare(image)
         if isinstance(prepared, FrameResult):
@@ -233,18 +244,15 @@ class SplitClient:
         return self._answered(prepared, response, time.perf_counter())
 
     def _unanswered(self, prepared: PendingFrame, why: str, may_run_here: bool) -> FrameResult:
-        """A unary frame without an answer: run here (``on_failure="local"`` and ``may_run_here``) or raise."""
+        """A unary frame without an answer: run here (``on_failure="local"`` and ``may_run_here``), or
+        an error result."""
         reason = f"frame {prepared.result.frame_id}: {why}"
         if may_run_here and self.on_failure == "local":
             return self.pipeline.run_locally(prepared, reason)
-        self.counters["dropped"] += 1
-        raise FrameFailed(reason)
+        return self.pipeline.error(prepared, reason)
 
     def _answered(self, prepared: PendingFrame, response, received: float) -> FrameResult:
-        result = self.pipeline.finish(prepared, response, received)
-        if result.error:
-            raise FrameFailed(result.error)
-        return result
+        return self.pipeline.finish(prepared, response, received)
 
     def _detect_until(self, prepared: PendingFrame, answer_by: float) -> FrameResult:
         """One frame that must be answered by ``answer_by``; after that the call stays open a while

@@ -46,7 +46,9 @@ def _read(path: str | None) -> bytes | None:
     return file.read_bytes()
 
 
-def open_channel(target: str, options: ConnectionOptions) -> grpc.Channel:
+def open_channel(target: str, options: ConnectionOptions, aio: bool = False) -> grpc.Channel:
+    """A channel to the server with splitrt's limits, keepalive and reconnect settings (``aio``: grpc.aio)."""
+    api = grpc.aio if aio else grpc
     channel_options = [
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -66,8 +68,8 @@ def open_channel(target: str, options: ConnectionOptions) -> grpc.Channel:
             private_key=_read(options.tls_key),
             certificate_chain=_read(options.tls_cert),
         )
-        return grpc.secure_channel(target, credentials, options=channel_options)
-    return grpc.insecure_channel(target, options=channel_options)
+        return api.secure_channel(target, credentials, options=channel_options)
+    return api.insecure_channel(target, options=channel_options)
 
 
 def call_metadata(options: ConnectionOptions) -> tuple[tuple[str, str], ...]:

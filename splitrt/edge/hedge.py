@@ -23,7 +23,7 @@ import grpc
 from ..policy import LATE_ANSWER_S
 from ..wire.protocol import DECODE_US, QUEUE_US, TAIL_US, WireError, parse_response
 from .connection import describe_rpc_error
-from .frames import FrameResult, result_from_outputs
+from .frames import FrameResult
 from .pipeline import PendingFrame
 
 if TYPE_CHECKING:
@@ -157,7 +157,7 @@ def detect_hedged(client: SplitClient, item: PendingFrame, answer_by: float, pre
         result.note = f"hedged: {refused or 'no answer by the deadline'}; ran on the device"
     result.timings_ms.update({"local": local.seconds * 1e3, "total": (time.perf_counter() - item.started) * 1e3})
     client.counters["fallback"] += 1
-    return result_from_outputs(result, local.outputs)
+    return client.pipeline.fill(result, local.outputs)
 
 
 def _answered(client: SplitClient, item: PendingFrame, late: LateCall) -> FrameResult:

@@ -83,7 +83,12 @@ class FramePipeline:
         prefilter: bool = False,
         prefilter_threshold: float | None = None,
         device_slowdown: float = 1.0,
+        score_threshold: float = 0.0,
     ) -> None:
+        if not 0.0 <= score_threshold <= 1.0:
+            raise ValueError(f"score_threshold must be in [0, 1], not {score_threshold}")
+        #: Detections under this score are left out of results (0: every detection the model returns).
+        self.score_threshold = score_threshold
         self.spec = spec
         self.model = spec.build()
         self._codecs: dict[tuple[str, str], Any] = {}
@@ -115,6 +120,11 @@ class FramePipeline:
             "width_switches": 0,
         }
         self.next_id = 0
+
+    def fill(self, result: FrameResult, outputs: dict) -> FrameResult:
+        """A result's detections (those at or above ``score_threshold``) and the model's label names."""
+        result.class_names = self.model.class_names
+        return result_from_outputs(result, outputs, self.score_threshold)
 
     def new_frame_id(self) -> int:
         """The id of a frame that never reaches the head (skipped): ids stay one per frame."""
@@ -212,7 +222,7 @@ class FramePipeline:
                 result.timings_ms = {"head": _ms(started), "total": _ms(started)}
                 result.split = "local"
                 self.counters["local"] += 1
-                return result_from_outputs(result, outputs)
+                return self.fill(result, outputs)
             threshold = self._prefilter_threshold() if self.prefilter else None
             # One pass over the layers head, prefilter and early exit share; the exit's input is kept
             # for a hedged frame, whose exit then needs only its own layers.
@@ -251,7 +261,7 @@ class FramePipeline:
         result.mode, result.note = "prefiltered", f"prefilter score {score:.3f} < threshold {threshold:.3f}"
         result.timings_ms = {"prefilter": _ms(started), "total": _ms(started)}
         self.counters["prefiltered"] += 1
-        return result_from_outputs(result, _EMPTY_DETECTIONS)
+        return self.fill(result, _EMPTY_DETECTIONS)
 
     def run_locally(self, item: PendingFrame, reason: str) -> FrameResult:
         began = time.perf_counter()
@@ -261,7 +271,7 @@ class FramePipeline:
         result.mode, result.note = "fallback", f"ran on the device: {reason}"
         result.timings_ms = {"local": _ms(began), "total": _ms(item.started)}
         self.counters["fallback"] += 1
-        return result_from_outputs(result, outputs)
+        return self.fill(result, outputs)
 
     def stretch(
         self, began: float, cancel: threading.Event | None = None, local: bool = False, from_cut: bool = False
@@ -317,7 +327,7 @@ class FramePipeline:
         if item.attempts > 1:
             result.note = f"answered after {item.attempts} attempts"
         self.counters["server"] += 1
-        return result_from_outputs(result, outputs)
+        return self.fill(result, outputs)
 
 
 def _ms(since: float) -> float:

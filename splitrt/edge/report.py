@@ -57,8 +57,12 @@ def row(result: FrameResult) -> str:
 def summary(results: list[FrameResult], deadline_ms: float | None = None) -> str:
     """Counts, bytes and latencies; with a deadline, how many frames met it, judged exactly as the
     table's LATE marks (latency from capture; skipped and timed-out frames miss it)."""
-    ok = [r for r in results if r.ok]
-    lines = [f"frames: {len(results)}  answered: {len(ok)}  errors: {len(results) - len(ok)}"]
+    ok = [r for r in results if r.ok and r.mode not in ("skipped", "timeout")]
+    missed = sum(1 for r in results if r.mode in ("skipped", "timeout"))
+    errors = sum(1 for r in results if not r.ok)
+    lines = [f"frames: {len(results)}  answered: {len(ok)}  errors: {errors}"]
+    if missed:
+        lines[0] += f"  skipped or timed out: {missed}"
     if ok:
         totals = sorted(r.timings_ms.get("total", 0.0) for r in ok)
         lines.append(

@@ -80,6 +80,8 @@ class SplitModel(ABC, nn.Module):
         super().__init__()
         self.name = name
         self._fingerprint: str | None = None
+        #: Names of the output labels, indexed by label (detectors: 0 is the background), when known.
+        self.class_names: tuple[str, ...] | None = None
 
     # -- the contract ---------------------------------------------------------
     @property

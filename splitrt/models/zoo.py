@@ -70,7 +70,34 @@ def build_model(name: str, weights: str | Path | None = None, **kwargs: Any) -> 
     if weights not in (None, "DEFAULT", RANDOM):
         load_weights(model, Path(weights))
     model.trained = weights not in (None, RANDOM)
+    if model.class_names is None:
+        model.class_names = default_class_names(name, model)
     return model.eval()
+
+
+def default_class_names(name: str, model: SplitModel) -> tuple[str, ...] | None:
+    """The label names a zoo model predicts: the shapes world's, COCO's or ImageNet's (by class count)."""
+    from torchvision.models._meta import _COCO_CATEGORIES, _IMAGENET_CATEGORIES
+
+    if name == "shapes_fcos":
+        from ..data.shapes import CLASSES
+
+        return ("__background__", *CLASSES)
+    detector = getattr(model, "detector", None)
+    if detector is not None:
+        from .bottleneck import detector_classes
+
+        try:
+            count = detector_classes(detector)
+        except ValueError:
+            return None
+        return tuple(_COCO_CATEGORIES) if count == len(_COCO_CATEGORIES) else None
+    classifier = getattr(model, "classifier", None)
+    if classifier is not None:
+        last = [m for m in classifier.modules() if isinstance(m, nn.Linear)]
+        if last and last[-1].out_features == len(_IMAGENET_CATEGORIES):
+            return tuple(_IMAGENET_CATEGORIES)
+    return None
 
 
 def load_weights(model: nn.Module, path: Path, except_prefix: str | None = None) -> None:
