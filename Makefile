@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 $(VENV)/.run-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -e ".[all]"
 	touch $@
 
 $(VENV)/.dev-installed: pyproject.toml

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..channel.traces import open_trace
+from ..extras import optional_plot
 from ..outputs import progress_bar
 from .metrics import calibration_error, reliability
 from .oracle import oracle_run
@@ -87,10 +88,9 @@ def format_reliability(table: list[dict[str, Any]]) -> str:
 
 
 def plot(runs: dict[str, RunResult], scenario: Scenario, out_prefix: Path, static_policy: str) -> list[Path]:
-    import matplotlib
+    from ..extras import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     adaptive, oracle = runs["adaptive"], runs["oracle"]
     t = np.array([f.captured_s for f in adaptive.frames])
@@ -212,7 +212,7 @@ def main(args: Any) -> int:
         )
         print(format_reliability(table))
         prefix = out_dir / trace.name.replace(".", "_")
-        pngs = plot(runs, scenario, prefix, static["policy"])
+        pngs = optional_plot(plot, runs, scenario, prefix, static["policy"]) or []
         json_path = prefix.with_name(prefix.name + ".json")
         json_path.write_text(
             json.dumps(

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..channel.traces import open_trace
+from ..extras import optional_plot
 from ..outputs import progress_bar
 from ..threads import available_cores
 from .experiment import best_static, contention_schedule, run_experiment
@@ -151,10 +152,9 @@ def format_grid(cells: list[Cell]) -> str:
 
 
 def heat_map(cells: list[Cell], path: Path) -> Path:
-    import matplotlib
+    from ..extras import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     rows = sorted({(c.profile, c.trace, c.ablation) for c in cells})
@@ -216,8 +216,8 @@ def grid_main(args: Any) -> int:
     print(format_grid(cells))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    png = heat_map(cells, out / "grid.png")
+    png = optional_plot(heat_map, cells, out / "grid.png")
     data = [{**asdict(c), "vs_static": c.vs_static, "vs_oracle": c.vs_oracle, "holds": c.holds} for c in cells]
     (out / "grid.json").write_text(json.dumps({"fps": args.fps, "rtt_ms": args.rtt_ms, "cells": data}, indent=1))
-    print("written:", out / "grid.json", png)
+    print("written:", out / "grid.json", *([png] if png else []))
     return 0

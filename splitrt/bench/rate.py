@@ -16,6 +16,7 @@ import torch
 from ..codecs import get_codec
 from ..data.datasets import ShapesDetection
 from ..data.evaluate import coco_map, to_coco_results
+from ..extras import optional_plot
 from ..models import INPUT_SPLIT, build_model
 from ..models.base import SplitModel
 from ..outputs import progress_bar
@@ -151,10 +152,9 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
+    from ..extras import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 5.5))
     families: dict[str, list[dict[str, Any]]] = {}
@@ -187,6 +187,6 @@ def main(weights: str | None, count: int, out: Path) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     png = out.with_suffix(".png")
-    plot(result, png)
-    print(f"written: {out}, {png}")
+    drawn = optional_plot(plot, result, png)
+    print(f"written: {out}" + (f", {png}" if drawn is not False else ""))
     return 0

@@ -14,8 +14,10 @@ def coco_map(ground_truth: dict[str, Any], detections: list[dict[str, Any]]) -> 
 
     ``detections`` are COCO result dicts: image_id, category_id, bbox [x, y, w, h], score.
     """
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+    from ..extras import require
+
+    COCO = require("pycocotools.coco", "train", "scoring mAP").COCO
+    COCOeval = require("pycocotools.cocoeval", "train", "scoring mAP").COCOeval
 
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO()

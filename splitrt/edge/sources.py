@@ -88,7 +88,12 @@ def folder_frames(folder: Path) -> Iterator[np.ndarray]:
 
 
 def video_frames(path: Path) -> Iterator[np.ndarray]:
-    import av
+    from ..extras import MissingExtra, require
+
+    try:
+        av = require("av", "video", f"reading the video {path}")
+    except MissingExtra as exc:
+        raise SourceError(str(exc)) from exc
 
     try:
         container = av.open(str(path))
@@ -103,7 +108,7 @@ def camera_frames(index: int) -> Iterator[np.ndarray]:
     try:
         import cv2
     except ImportError as exc:
-        raise SourceError("camera sources need OpenCV: pip install opencv-python-headless") from exc
+        raise SourceError("camera sources need OpenCV: pip install 'splitrt[camera]'") from exc
     capture = cv2.VideoCapture(index)
     if not capture.isOpened():
         raise SourceError(f"camera {index} could not be opened")
