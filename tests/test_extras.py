@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 
-
 def test_the_base_install_needs_none_of_the_optional_libraries():
     requires = importlib.metadata.requires("splitrt") or []
     base = {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower() for r in requires if "extra ==" not in r}
