@@ -163,3 +163,16 @@ def test_grid_writes_a_table_and_a_heat_map(tmp_path, capsys):
     assert len(cells) == 8 and (tmp_path / "grid.png").stat().st_size > 10_000
     for cell in cells:
         assert cell["oracle"] >= cell["best_static_value"] - 1e-9
+
+
+def test_a_local_model_slower_than_the_frame_interval_is_not_run_on_every_frame():
+    """Deadline 1 s, a frame every 200 ms: the 400 ms local model fits each frame's deadline, but run on
+    every frame the edge falls behind; the 60 ms one keeps up and delivers more in time."""
+    profile = toy_profile()
+    profile = Profile(profile.model, profile.fingerprint, profile.device, 0, profile.local_configs())
+    scenario = Scenario(profile, Trace.constant(1.0, 60), deadline_ms=1000, fps=5, seconds=60)
+    rows, runs = run_experiment(scenario, progress=False)
+    by = {r["policy"]: r["accuracy_in_time"] for r in rows}
+    assert by["static:local@80"] > by["static:local"]  # the premise: the slow model cannot keep up
+    assert by["adaptive"] >= by["static:local@80"] - 0.5
+    assert sum(f.config == "local@80" for f in runs["adaptive"].frames) > 0.9 * len(runs["adaptive"].frames)

@@ -60,6 +60,7 @@ SAFE_MOVE_GAIN = 1.0  # mAP a safe move must add to happen at once (less waits, 
 EXPLORE_FRAMES = 5  # frames an exploration sends in a row, so that what they measure can decide
 STICKY_REMOTE_S = 10.0  # a stay on the link this long resets the exploration back-off
 PRIOR_BPS = 1e6  # the link before anything crossed it: a modest cellular uplink
+STALE_SHARE = 0.98  # a frame that waited this share of the frame interval has a newer one behind it
 PRIOR_RTT_S = 0.05  # a cellular base round trip, for long shots when every recent one waited in a queue
 
 
@@ -74,9 +75,9 @@ class Decision:
     #: Unhedged: the local configuration to run if the answer has not come by the last moment it fits.
     late_fallback: ConfigProfile | None = None
     expected_map: float | None = None  # the expected mAP in time behind the choice
-    #: Hedged: how long after capture to wait for the answer at most (None: the deadline).  With
-    #: frames due faster than the deadline, waiting longer than the frame interval for a better
-    #: answer would start every later frame late.
+    #: Hedged, or a long shot: how long after capture to wait for the answer at most (None: the
+    #: deadline).  With frames due faster than the deadline, waiting longer than the frame interval
+    #: for a better answer would start every later frame late.
     patience_ms: float | None = None
     #: ``p_in_time`` before the recalibration: what the driver reports back with the outcome.
     p_raw: float | None = None
@@ -101,19 +102,35 @@ class Decision:
             out["p_raw"] = round(self.p_raw, 3)
         if self.expected_map is not None:
             out["expected_map"] = round(self.expected_map, 2)
-        if self.patience_ms is not None and self.fallback is not None:
+        if self.patience_ms is not None:
             out["patience_ms"] = round(self.patience_ms, 1)
         return out
 
 
-def best_hedge(profile: Profile, entry: ConfigProfile, budget_ms: float, device_load: float) -> ConfigProfile | None:
+def best_hedge(
+    profile: Profile,
+    entry: ConfigProfile,
+    budget_ms: float,
+    device_load: float,
+    interval_ms: float | None = None,
+    answer_ms: float = math.inf,
+) -> ConfigProfile | None:
     """The local configuration to run after ``entry``'s head: the most mAP expected within ``budget_ms``.
 
     One that fits even when the device is slow counts in full; one that fits only some of
-    the time counts by its chance of finishing in time, and not at all below ``SOFT_HEDGE_P``."""
+    the time counts by its chance of finishing in time, and not at all below ``SOFT_HEDGE_P``.
+    With the frame ``interval_ms`` known, one that keeps the edge busy for longer than that
+    counts by the share of frames the edge keeps up with (``sustained``); it is stopped when
+    the answer comes (expected at ``answer_ms``) unless it is the more accurate result."""
     if not entry.config.remote:
         return None
-    scored = [(hedge_in_time(entry, c, budget_ms, device_load) * c.map, c) for c in profile.local_configs()]
+
+    def value(hedge: ConfigProfile) -> float:
+        done = (entry.head_ms + hedge.device_ms_after(entry)) * device_load
+        busy = done if prefers_local(entry, hedge) else min(done, answer_ms)
+        return hedge_in_time(entry, hedge, budget_ms, device_load) * hedge.map * sustained(busy, interval_ms)
+
+    scored = [(value(c), c) for c in profile.local_configs()]
     scored = [(value, c) for value, c in scored if value > 0]
     return max(scored, key=lambda vc: vc[0])[1] if scored else None
 
@@ -126,6 +143,19 @@ def hedge_in_time(entry: ConfigProfile, hedge: ConfigProfile, budget_ms: float, 
         return 1.0
     p = p_device_within(head + after, max(log_spread(entry), log_spread(hedge)), budget_ms)
     return p if p >= SOFT_HEDGE_P else 0.0
+
+
+def sustained(busy_ms: float, interval_ms: float | None) -> float:
+    """The share of frames an edge keeps up with when each keeps it busy ``busy_ms`` and frames come
+    every ``interval_ms``: 1 when it keeps up, else interval / busy.
+
+    The edge handles one frame at a time, so a frame that holds it longer than the interval
+    delays every later one; run on every frame, such a choice falls behind until frames are
+    skipped or miss.  Scored per frame without this, a local model at 1.5x the interval looked
+    best whenever the deadline allowed it, and dragged the frames after it past theirs."""
+    if interval_ms is None or interval_ms <= 0 or busy_ms <= interval_ms:
+        return 1.0
+    return interval_ms / busy_ms
 
 
 def p_device_within(median_ms: float, sigma: float, budget_ms: float) -> float:
@@ -279,7 +309,9 @@ class AdaptiveController:
         """The most accurate local configuration the device can run after ``entry``'s head in time."""
         if not self.hedge:
             return None
-        return best_hedge(self.profile, entry, self.budget_ms, est.device_load)
+        return best_hedge(
+            self.profile, entry, self.budget_ms, est.device_load, self._interval_ms(), self.predict_ms(entry, est)
+        )
 
     def late_fallback_for(self, entry: ConfigProfile, est: Estimates) -> ConfigProfile | None:
         """Unhedged: the fastest local configuration that still fits after the head (the longest wait)."""
@@ -344,26 +376,51 @@ class AdaptiveController:
         return UNKNOWN_P / 2 if math.isfinite(transfer) and stable * (1.0 + STABLE_MARGIN) < budget else 0.0
 
     def _score(self, entry: ConfigProfile, est: Estimates) -> float | None:
-        """Expected mAP in time of a frame run with ``entry`` (None: not worth running)."""
-        if not entry.config.remote:
-            score = entry.map * self._p_local(entry, est)
-            return score if score >= MIN_GAIN else None
-        hedge = self.hedge_for(entry, est)
-        p = self._p(entry, est)
-        if hedge is not None:
-            if self.p_in_time(entry, est) is None:
-                p = UNKNOWN_P  # the local model covers it: worth finding out
-            elif not prefers_local(entry, hedge) and self._patience_ms() is not None:
-                # The answer is waited for one frame interval at most (``_decision``): only what comes
-                # by then counts.  Judged by the deadline instead, a split whose answer needs a little
-                # more than the interval looked worth sending, and delivered its hedge every time.
-                p = self._p(entry, est, min(self.budget_ms, self._patience_ms() - self._waited_ms))
-            p_local = hedge_in_time(entry, hedge, self.budget_ms, est.device_load)
-            value, added = hedged_value(entry, hedge, p, p_local)
-            # The local model alone scores about as much for less: the link must add something.
-            return value if added >= MIN_GAIN else None
-        score, _ = self._unhedged(entry, est)
+        """Expected mAP in time of a frame run with ``entry`` (None: not worth running), times the share
+        of frames the edge keeps up with when each takes as long (``sustained``)."""
+        hedge = self.hedge_for(entry, est) if entry.config.remote else None
+        score = self._frame_score(entry, hedge, est)
+        if score is None:
+            return None
+        score *= sustained(self._busy_ms(entry, hedge, est), self._interval_ms())
         return score if score >= MIN_GAIN else None
+
+    def _frame_score(self, entry: ConfigProfile, hedge: ConfigProfile | None, est: Estimates) -> float | None:
+        """Expected mAP in time of this one frame (None: a hedged frame the link adds too little to)."""
+        if not entry.config.remote:
+            return entry.map * self._p_local(entry, est)
+        if hedge is None:
+            return self._unhedged(entry, est)[0]
+        p = self._p(entry, est)
+        if self.p_in_time(entry, est) is None:
+            p = UNKNOWN_P  # the local model covers it: worth finding out
+        elif not prefers_local(entry, hedge) and self._patience_ms() is not None:
+            # The answer is waited for one frame interval at most (``_decision``): only what comes
+            # by then counts.  Judged by the deadline instead, a split whose answer needs a little
+            # more than the interval looked worth sending, and delivered its hedge every time.
+            p = self._p(entry, est, min(self.budget_ms, self._patience_ms() - self._waited_ms))
+        p_local = hedge_in_time(entry, hedge, self.budget_ms, est.device_load)
+        value, added = hedged_value(entry, hedge, p, p_local)
+        # The local model alone scores about as much for less: the link must add something.
+        return value if added >= MIN_GAIN else None
+
+    def _busy_ms(self, entry: ConfigProfile, hedge: ConfigProfile | None, est: Estimates) -> float:
+        """How long a frame run with ``entry`` holds the edge, from its start to its delivery (medians):
+        the next frame cannot start before."""
+        head = entry.head_ms * est.device_load
+        if not entry.config.remote:
+            return head
+        wait = self.budget_ms
+        if hedge is not None:
+            local_done = head + hedge.device_ms_after(entry) * est.device_load
+            if prefers_local(entry, hedge):
+                return local_done
+            patience = self._patience_ms()
+            if patience is not None:
+                wait = min(wait, patience - self._waited_ms)
+            # Delivered when the answer comes, else with the local result once the wait is over.
+            return min(self.predict_ms(entry, est), max(local_done, wait))
+        return min(self.predict_ms(entry, est), wait)
 
     def _unhedged(self, entry: ConfigProfile, est: Estimates) -> tuple[float, ConfigProfile | None]:
         """Expected mAP in time of an unhedged frame, and its late fallback (None: wait until the deadline).
@@ -433,7 +490,10 @@ class AdaptiveController:
             # the chance of one.
             head = entry.head_ms * est.device_load
             quick = head * math.exp(-log_spread(entry))
-            budget_ms = self.budget_ms - (stable - head + quick) * (1.0 + STABLE_MARGIN)
+            wait_ms = self.budget_ms
+            if self._patience_ms() is not None:  # a long shot waits one frame interval at most (``_decision``)
+                wait_ms = min(wait_ms, self._patience_ms() - self._waited_ms)
+            budget_ms = wait_ms - (stable - head + quick) * (1.0 + STABLE_MARGIN)
             if budget_ms <= 0:
                 continue
             if est.transfers:
@@ -451,6 +511,12 @@ class AdaptiveController:
         """The configuration for the next frame; ``waited_ms`` is how late it starts (queued behind others)."""
         self._waited_ms = max(0.0, waited_ms)
         self._learn_interval(now_s)
+        interval = self._interval_ms()
+        if interval is not None and interval < self.deadline_ms and self._waited_ms >= STALE_SHARE * interval:
+            # A newer frame is already waiting behind this one: running this one would start that one
+            # (and every later one) late again.  Frames that each hold the edge longer than the interval
+            # otherwise keep it behind for good, every frame with little of its deadline left.
+            return Decision(None, math.nan, f"skip: stale, waited {self._waited_ms:.0f} ms, a newer frame is due")
         explored = self._explore(now_s, est)
         if explored is not None:
             return explored
@@ -521,17 +587,31 @@ class AdaptiveController:
         p = None if raw is None else self.calibration.correct(raw)
         patience = None
         # Patience applies to the server's answer; a more accurate local model the device runs anyway
-        # is waited for until the deadline.
+        # is waited for until the deadline.  A long shot (nothing local to fall back on, not worth
+        # running by its own score) waits one interval too: waiting until its deadline started the
+        # next frame so late that it, too, could only be a long shot, and so on for every frame.
         if hedge is not None and not prefers_local(entry, hedge):
+            patience = self._patience_ms()
+        elif entry.config.remote and hedge is None and late is None and self._score(entry, est) is None:
             patience = self._patience_ms()
         return Decision(entry, predicted, reason, hedge, p, late, self._score(entry, est), patience, raw)
 
+    def _interval_ms(self) -> float | None:
+        """The frame interval learnt from capture instants (None before two frames)."""
+        return None if self._interval_s is None else self._interval_s * 1e3
+
     def _patience_ms(self) -> float | None:
-        """How long after capture a hedged frame waits for the answer, if less than the deadline: the
-        frame interval, when frames come faster than the deadline."""
-        if self._interval_s is not None and self._interval_s * 1e3 < self.deadline_ms:
-            return self._interval_s * 1e3
-        return None
+        """How long after capture a hedged frame waits for the answer, if less than the deadline: one
+        frame interval after it started, when frames come faster than the deadline.
+
+        Counted from the start, not the capture: a frame that started late (the edge was behind)
+        then keeps the backlog as it is instead of having to clear it alone.  From the capture, a
+        frame that had waited half an interval had half an interval left for its answer, no remote
+        choice was worth it, and a local model slower than the interval kept the edge behind."""
+        if self._interval_s is None:
+            return None
+        patience = self._waited_ms + self._interval_s * 1e3
+        return patience if patience < self.deadline_ms else None
 
     def _learn_interval(self, now_s: float) -> None:
         """The frame interval, from successive capture instants (decide's ``now_s`` less the wait)."""

@@ -52,7 +52,8 @@ class Plan:
     config: str | None
     hedge: str | None = None
     fallback: str | None = None
-    #: Hedged: wait for the answer at most this long after capture (None: until the deadline).
+    #: Hedged, or unhedged without a fallback: wait for the answer at most this long after capture
+    #: (None: until the deadline).
     patience_s: float | None = None
 
     @classmethod
@@ -61,7 +62,7 @@ class Plan:
             return cls(None)
         hedge = decision.fallback.name if decision.fallback is not None else None
         fallback = decision.late_fallback.name if decision.late_fallback is not None else None
-        patience = decision.patience_ms / 1e3 if decision.patience_ms is not None and hedge else None
+        patience = decision.patience_ms / 1e3 if decision.patience_ms is not None else None
         return cls(decision.config.name, hedge, fallback, patience)
 
 
@@ -213,6 +214,8 @@ class Simulator:
         fallback = self.by_name[plan.fallback] if plan.fallback is not None else None
         fallback_s = fallback.head_ms * load * slow[fallback.name] / 1e3 if fallback is not None else None
         give_up = give_up_instant(captured, sent, self.deadline, fallback_s)
+        if fallback is None and plan.patience_s is not None:
+            give_up = max(sent, min(give_up, captured + plan.patience_s))
         if answer <= give_up:
             return self._outcome("remote", entry, answer, captured, crossed, **common)
         if fallback_s is not None and give_up + fallback_s <= due + 1e-9:

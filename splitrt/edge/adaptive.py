@@ -126,8 +126,9 @@ class AdaptiveEdge:
             answer_by = give_up_instant(captured, now + head_s, self.deadline_s, late.head_ms * load / 1e3)
             self.client.use_local(late.config.input_size, late.config.early_exit is not None)
             self.client.on_failure = self._on_failure
-        else:  # nothing local fits: wait until the deadline, then report the frame missed
-            answer_by = captured + self.deadline_s
+        else:  # nothing local fits: wait until the deadline (a long shot: the patience), then report a miss
+            patience_s = self.deadline_s if decision.patience_ms is None else decision.patience_ms / 1e3
+            answer_by = captured + min(self.deadline_s, patience_s)
             self.client.on_failure = "drop"
         began = time.perf_counter()
         result = self.client.detect(
