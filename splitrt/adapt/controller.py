@@ -60,6 +60,7 @@ SAFE_MOVE_GAIN = 1.0  # mAP a safe move must add to happen at once (less waits, 
 EXPLORE_FRAMES = 5  # frames an exploration sends in a row, so that what they measure can decide
 STICKY_REMOTE_S = 10.0  # a stay on the link this long resets the exploration back-off
 PRIOR_BPS = 1e6  # the link before anything crossed it: a modest cellular uplink
+BUSY_POINTS = 4  # instants the expected wait for an answer is integrated over
 STALE_SHARE = 0.98  # a frame that waited this share of the frame interval has a newer one behind it
 PRIOR_RTT_S = 0.05  # a cellular base round trip, for long shots when every recent one waited in a queue
 
@@ -405,22 +406,45 @@ class AdaptiveController:
         return value if added >= MIN_GAIN else None
 
     def _busy_ms(self, entry: ConfigProfile, hedge: ConfigProfile | None, est: Estimates) -> float:
-        """How long a frame run with ``entry`` holds the edge, from its start to its delivery (medians):
-        the next frame cannot start before."""
+        """How long a frame run with ``entry`` is expected to hold the edge, from its start to its
+        delivery: the next frame cannot start before."""
         head = entry.head_ms * est.device_load
         if not entry.config.remote:
             return head
-        wait = self.budget_ms
         if hedge is not None:
             local_done = head + hedge.device_ms_after(entry) * est.device_load
             if prefers_local(entry, hedge):
                 return local_done
+            wait = self.budget_ms
             patience = self._patience_ms()
             if patience is not None:
                 wait = min(wait, patience - self._waited_ms)
             # Delivered when the answer comes, else with the local result once the wait is over.
-            return min(self.predict_ms(entry, est), max(local_done, wait))
-        return min(self.predict_ms(entry, est), wait)
+            return self._expected_wait_ms(entry, est, max(local_done, wait))
+        _, late = self._unhedged(entry, est)
+        if late is None:
+            return self._expected_wait_ms(entry, est, self.budget_ms)
+        late_ms = late.head_ms * est.device_load * (1.0 + STABLE_MARGIN)
+        wait = self.budget_ms - late_ms
+        p = self._p(entry, est, wait)
+        return self._expected_wait_ms(entry, est, wait) + (1.0 - p) * late_ms
+
+    def _expected_wait_ms(self, entry: ConfigProfile, est: Estimates, wait_ms: float) -> float:
+        """E[min(answer time, ``wait_ms``)] from the chance of an answer by each instant (trapezoids).
+
+        From the same transfer samples as ``p_in_time``, not from the bandwidth estimate: that
+        one is cautious by design (p95 bytes, discounted rate) and made a frame answered in 200 ms
+        look as if it held the edge for 500."""
+        if wait_ms <= 0:
+            return 0.0
+        if self.p_in_time(entry, est, wait_ms) is None:  # nothing measured lately: the prediction
+            return min(self.predict_ms(entry, est), wait_ms)
+        stable, _ = self._parts_ms(entry, est)
+        begin = min(max(0.0, stable - est.jitter_s * 1e3), wait_ms)
+        points = [begin + (wait_ms - begin) * i / BUSY_POINTS for i in range(BUSY_POINTS + 1)]
+        late = [1.0 - (self.p_in_time(entry, est, t) or 0.0) if t > 0 else 1.0 for t in points]
+        step = (wait_ms - begin) / BUSY_POINTS
+        return begin + sum((a + b) / 2 * step for a, b in zip(late, late[1:]))
 
     def _unhedged(self, entry: ConfigProfile, est: Estimates) -> tuple[float, ConfigProfile | None]:
         """Expected mAP in time of an unhedged frame, and its late fallback (None: wait until the deadline).
