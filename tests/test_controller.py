@@ -176,3 +176,25 @@ def test_a_local_model_slower_than_the_frame_interval_is_not_run_on_every_frame(
     assert by["static:local@80"] > by["static:local"]  # the premise: the slow model cannot keep up
     assert by["adaptive"] >= by["static:local@80"] - 0.5
     assert sum(f.config == "local@80" for f in runs["adaptive"].frames) > 0.9 * len(runs["adaptive"].frames)
+
+
+def test_a_frame_with_a_newer_one_behind_it_is_skipped_as_stale():
+    controller = AdaptiveController(toy_profile(), deadline_ms=1000)
+    steady = Estimates(2e6, 0.04, 0.0, 1.0, 0.0)
+    for i in range(4):  # frames every 200 ms, on time: the interval is learnt
+        assert controller.decide(0.2 * i, steady).config is not None
+    decision = controller.decide(0.8 + 0.199, steady, waited_ms=199.0)  # captured at 0.8, the next one at 1.0
+    assert decision.config is None and decision.reason.startswith("skip: stale")
+
+
+def test_a_pi_with_a_deadline_longer_than_the_frame_interval_keeps_up():
+    """Pi regime, 600 ms deadline at 5 fps on a device 2x slower than profiled: models slower than the 200 ms
+    interval must not pile frames up behind them, nor long shots wait out their deadlines."""
+    profile = Profile.load(PROFILES / "rpi4-bluetooth-example.csv").scaled(2)
+    trace = open_trace(f"{TRACES / 'TMobile-LTE-short.up'}@1.0")
+    rows, runs = run_experiment(Scenario(profile, trace, deadline_ms=600, fps=5, seconds=120), progress=False)
+    by = {r["policy"]: r for r in rows}
+    best = max((r for r in rows if r["policy"].startswith("static:")), key=lambda r: r["accuracy_in_time"])
+    assert by["adaptive"]["accuracy_in_time"] >= best["accuracy_in_time"] - 0.5, (by["adaptive"], best)
+    stale = [f for f in runs["adaptive"].frames if f.mode == "skipped"]
+    assert all(f.reason for f in stale)  # every skip is reported with its reason

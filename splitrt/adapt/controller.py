@@ -515,8 +515,8 @@ class AdaptiveController:
             head = entry.head_ms * est.device_load
             quick = head * math.exp(-log_spread(entry))
             wait_ms = self.budget_ms
-            if self._patience_ms() is not None:  # a long shot waits one frame interval at most (``_decision``)
-                wait_ms = min(wait_ms, self._patience_ms() - self._waited_ms)
+            if self._long_shot_patience_ms() is not None:  # until the next frame is due (``_decision``)
+                wait_ms = min(wait_ms, self._long_shot_patience_ms() - self._waited_ms)
             budget_ms = wait_ms - (stable - head + quick) * (1.0 + STABLE_MARGIN)
             if budget_ms <= 0:
                 continue
@@ -612,12 +612,12 @@ class AdaptiveController:
         patience = None
         # Patience applies to the server's answer; a more accurate local model the device runs anyway
         # is waited for until the deadline.  A long shot (nothing local to fall back on, not worth
-        # running by its own score) waits one interval too: waiting until its deadline started the
-        # next frame so late that it, too, could only be a long shot, and so on for every frame.
+        # running by its own score) waits until the next frame is due: waiting until its deadline
+        # started the next frame so late that it, too, could only be a long shot, and so on.
         if hedge is not None and not prefers_local(entry, hedge):
             patience = self._patience_ms()
         elif entry.config.remote and hedge is None and late is None and self._score(entry, est) is None:
-            patience = self._patience_ms()
+            patience = self._long_shot_patience_ms()
         return Decision(entry, predicted, reason, hedge, p, late, self._score(entry, est), patience, raw)
 
     def _interval_ms(self) -> float | None:
@@ -636,6 +636,14 @@ class AdaptiveController:
             return None
         patience = self._waited_ms + self._interval_s * 1e3
         return patience if patience < self.deadline_ms else None
+
+    def _long_shot_patience_ms(self) -> float | None:
+        """How long after capture a long shot waits for its answer: until the next frame is due (from
+        the capture, unlike a hedged frame: a long shot delivers nothing else, and the next frame
+        may have a model that fits if it starts on time)."""
+        if self._interval_s is not None and self._interval_s * 1e3 < self.deadline_ms:
+            return self._interval_s * 1e3
+        return None
 
     def _learn_interval(self, now_s: float) -> None:
         """The frame interval, from successive capture instants (decide's ``now_s`` less the wait)."""
