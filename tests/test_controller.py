@@ -12,7 +12,7 @@ import pytest
 from splitrt.adapt.controller import AdaptiveController
 from splitrt.adapt.estimators import Estimates
 from splitrt.adapt.experiment import run_experiment
-from splitrt.adapt.metrics import calibration_error, reliability
+from splitrt.adapt.metrics import calibration_error, pooled_reliability, reliability
 from splitrt.adapt.oracle import oracle_run
 from splitrt.adapt.profile import Profile, default_configurations, parse_configuration
 from splitrt.adapt.simulate import Plan, Scenario, Simulator
@@ -163,6 +163,18 @@ def test_grid_writes_a_table_and_a_heat_map(tmp_path, capsys):
     assert len(cells) == 8 and (tmp_path / "grid.png").stat().st_size > 10_000
     for cell in cells:
         assert cell["oracle"] >= cell["best_static_value"] - 1e-9
+    # the reliability pooled over the cells: its bins hold every cell's frames
+    assert "pooled over every cell" in printed
+    pooled = pooled_reliability([c["reliability"] for c in cells])
+    assert sum(r["frames"] for r in pooled) == sum(r["frames"] for c in cells for r in c["reliability"])
+
+
+def test_pooled_reliability_weighs_bins_by_their_frames():
+    one = [{"bin": "0.5-0.6", "frames": 10, "predicted": 0.5, "observed": 1.0}]
+    other = [{"bin": "0.5-0.6", "frames": 30, "predicted": 0.58, "observed": 0.5}]
+    (row,) = pooled_reliability([one, other, []])
+    assert row["frames"] == 40
+    assert row["predicted"] == pytest.approx(0.56) and row["observed"] == pytest.approx(0.625)
 
 
 def test_a_local_model_slower_than_the_frame_interval_is_not_run_on_every_frame():
