@@ -379,19 +379,20 @@ class AdaptiveController:
     def _score(self, entry: ConfigProfile, est: Estimates) -> float | None:
         """Expected mAP in time of a frame run with ``entry`` (None: not worth running), times the share
         of frames the edge keeps up with when each takes as long (``sustained``)."""
-        hedge = self.hedge_for(entry, est) if entry.config.remote else None
-        score = self._frame_score(entry, hedge, est)
+        hedge = late = None
+        if not entry.config.remote:
+            score: float | None = entry.map * self._p_local(entry, est)
+        elif (hedge := self.hedge_for(entry, est)) is not None:
+            score = self._hedged_score(entry, hedge, est)
+        else:
+            score, late = self._unhedged(entry, est)
         if score is None:
             return None
-        score *= sustained(self._busy_ms(entry, hedge, est), self._interval_ms())
+        score *= sustained(self._busy_ms(entry, hedge, late, est), self._interval_ms())
         return score if score >= MIN_GAIN else None
 
-    def _frame_score(self, entry: ConfigProfile, hedge: ConfigProfile | None, est: Estimates) -> float | None:
-        """Expected mAP in time of this one frame (None: a hedged frame the link adds too little to)."""
-        if not entry.config.remote:
-            return entry.map * self._p_local(entry, est)
-        if hedge is None:
-            return self._unhedged(entry, est)[0]
+    def _hedged_score(self, entry: ConfigProfile, hedge: ConfigProfile, est: Estimates) -> float | None:
+        """Expected mAP in time of one hedged frame (None: the link adds too little to its local model)."""
         p = self._p(entry, est)
         if self.p_in_time(entry, est) is None:
             p = UNKNOWN_P  # the local model covers it: worth finding out
@@ -399,15 +400,17 @@ class AdaptiveController:
             # The answer is waited for one frame interval at most (``_decision``): only what comes
             # by then counts.  Judged by the deadline instead, a split whose answer needs a little
             # more than the interval looked worth sending, and delivered its hedge every time.
-            p = self._p(entry, est, min(self.budget_ms, self._patience_ms() - self._waited_ms))
+            p = self._p(entry, est, self._answer_wait_ms())
         p_local = hedge_in_time(entry, hedge, self.budget_ms, est.device_load)
         value, added = hedged_value(entry, hedge, p, p_local)
         # The local model alone scores about as much for less: the link must add something.
         return value if added >= MIN_GAIN else None
 
-    def _busy_ms(self, entry: ConfigProfile, hedge: ConfigProfile | None, est: Estimates) -> float:
-        """How long a frame run with ``entry`` is expected to hold the edge, from its start to its
-        delivery: the next frame cannot start before."""
+    def _busy_ms(
+        self, entry: ConfigProfile, hedge: ConfigProfile | None, late: ConfigProfile | None, est: Estimates
+    ) -> float:
+        """How long a frame run with ``entry`` (hedged with ``hedge``, or with the late fallback ``late``)
+        is expected to hold the edge, from its start to its delivery: the next frame cannot start before."""
         head = entry.head_ms * est.device_load
         if not entry.config.remote:
             return head
@@ -415,13 +418,8 @@ class AdaptiveController:
             local_done = head + hedge.device_ms_after(entry) * est.device_load
             if prefers_local(entry, hedge):
                 return local_done
-            wait = self.budget_ms
-            patience = self._patience_ms()
-            if patience is not None:
-                wait = min(wait, patience - self._waited_ms)
             # Delivered when the answer comes, else with the local result once the wait is over.
-            return self._expected_wait_ms(entry, est, max(local_done, wait))
-        _, late = self._unhedged(entry, est)
+            return self._expected_wait_ms(entry, est, max(local_done, self._answer_wait_ms()))
         if late is None:
             return self._expected_wait_ms(entry, est, self.budget_ms)
         late_ms = late.head_ms * est.device_load * (1.0 + STABLE_MARGIN)
@@ -437,12 +435,13 @@ class AdaptiveController:
         look as if it held the edge for 500."""
         if wait_ms <= 0:
             return 0.0
-        if self.p_in_time(entry, est, wait_ms) is None:  # nothing measured lately: the prediction
-            return min(self.predict_ms(entry, est), wait_ms)
         stable, _ = self._parts_ms(entry, est)
         begin = min(max(0.0, stable - est.jitter_s * 1e3), wait_ms)
         points = [begin + (wait_ms - begin) * i / BUSY_POINTS for i in range(BUSY_POINTS + 1)]
-        late = [1.0 - (self.p_in_time(entry, est, t) or 0.0) if t > 0 else 1.0 for t in points]
+        chances = [self.p_in_time(entry, est, t) if t > 0 else 0.0 for t in points]
+        if chances[-1] is None:  # nothing measured lately: the prediction
+            return min(self.predict_ms(entry, est), wait_ms)
+        late = [1.0 - (p or 0.0) for p in chances]
         step = (wait_ms - begin) / BUSY_POINTS
         return begin + sum((a + b) / 2 * step for a, b in zip(late, late[1:]))
 
@@ -614,11 +613,12 @@ class AdaptiveController:
         # is waited for until the deadline.  A long shot (nothing local to fall back on, not worth
         # running by its own score) waits until the next frame is due: waiting until its deadline
         # started the next frame so late that it, too, could only be a long shot, and so on.
+        score = self._score(entry, est)
         if hedge is not None and not prefers_local(entry, hedge):
             patience = self._patience_ms()
-        elif entry.config.remote and hedge is None and late is None and self._score(entry, est) is None:
+        elif entry.config.remote and hedge is None and late is None and score is None:
             patience = self._long_shot_patience_ms()
-        return Decision(entry, predicted, reason, hedge, p, late, self._score(entry, est), patience, raw)
+        return Decision(entry, predicted, reason, hedge, p, late, score, patience, raw)
 
     def _interval_ms(self) -> float | None:
         """The frame interval learnt from capture instants (None before two frames)."""
@@ -636,6 +636,11 @@ class AdaptiveController:
             return None
         patience = self._waited_ms + self._interval_s * 1e3
         return patience if patience < self.deadline_ms else None
+
+    def _answer_wait_ms(self) -> float:
+        """How long after its start a hedged frame waits for the answer (the budget, or the patience)."""
+        patience = self._patience_ms()
+        return self.budget_ms if patience is None else min(self.budget_ms, patience - self._waited_ms)
 
     def _long_shot_patience_ms(self) -> float | None:
         """How long after capture a long shot waits for its answer: until the next frame is due (from
