@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import itertools
+import math
 import json
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from splitrt.adapt.controller import AdaptiveController
-from splitrt.adapt.estimators import Estimates
+from splitrt.adapt.estimators import Estimates, LinkEstimator
 from splitrt.adapt.experiment import run_experiment
 from splitrt.adapt.metrics import calibration_error, pooled_reliability, reliability
 from splitrt.adapt.oracle import oracle_run
@@ -210,3 +212,55 @@ def test_a_pi_with_a_deadline_longer_than_the_frame_interval_keeps_up():
     assert by["adaptive"]["accuracy_in_time"] >= best["accuracy_in_time"] - 0.5, (by["adaptive"], best)
     stale = [f for f in runs["adaptive"].frames if f.mode == "skipped"]
     assert all(f.reason for f in stale)  # every skip is reported with its reason
+
+
+def test_bytes_of_a_frame_given_up_on_hold_up_the_next_and_are_not_its_transfer_time():
+    """The uplink is FIFO: a 9 kB frame the edge stopped waiting for still takes ~180 ms at 0.4 Mbit/s."""
+    link = LinkEstimator()
+    link.probe_answered(0.04)  # the base round trip
+    for i in range(5):  # the link measured: 1 kB frames cross in 20 ms (0.4 Mbit/s)
+        link.tick(i * 0.2)
+        link.answered(1000, 0.04 + 0.02 + 0.01, 0.01, sent_at=i * 0.2)
+    link.tick(1.0)
+    assert link.snapshot().link_busy_s == 0.0
+    link.awaiting(9000, sent_at=1.0)  # given up on: its answer may still come
+    link.tick(1.05)
+    busy = link.snapshot().link_busy_s
+    assert busy == pytest.approx(9000 * 8 / link.bandwidth.slow.value - 0.05, rel=1e-6) and busy > 0.1
+    # the next frame's answer waited behind it: that wait is the queue's, not this frame's transfer time
+    link.tick(1.3)
+    queued = link.in_flight.busy_until(1.05, link.bandwidth.slow.value) - 1.05
+    link.answered(1000, 0.07 + queued, 0.01, sent_at=1.05)
+    assert link.transfers.samples[-1][1] == pytest.approx(0.02, abs=1e-6)
+    link.answered(9000, 0.5, 0.01, sent_at=1.0)  # settled: nothing is queued any more
+    assert link.snapshot().link_busy_s == 0.0
+    # a frame never settled stops counting once the edge no longer listens for it
+    link.awaiting(9000, sent_at=1.3)
+    link.tick(1.3 + 1.01)
+    assert link.in_flight.frames == []
+
+
+def test_the_controller_counts_the_queue_of_frames_given_up_on():
+    controller = AdaptiveController(toy_profile(), deadline_ms=200)
+    clear = Estimates(0.5e6, 0.04, 0.0, 1.0, 0.0, transfers=tuple((7500, 0.12, 1.0) for _ in range(10)))
+    queued = replace(clear, link_busy_s=0.15)
+    jpeg = toy_profile()["offload/jpeg:90"]
+    assert controller.p_in_time_raw(jpeg, clear) > 0.8
+    assert controller.p_in_time_raw(jpeg, queued) < 0.2
+    assert controller.predict_ms(jpeg, queued) == pytest.approx(controller.predict_ms(jpeg, clear) + 150 - 5.0)
+
+
+def test_a_late_frame_is_skipped_when_that_puts_the_next_one_back_on_time():
+    """Pi regime, 2x slow: the exit needs 240 of the 300 ms deadline, a frame comes every 200 ms and the
+    link loses nearly everything.  A frame that starts 100 ms late cannot run the exit; sending it over
+    the link anyway keeps the edge busy into the next frame, which then starts late too."""
+    profile = Profile.load(PROFILES / "rpi4-bluetooth-example.csv").scaled(2)
+    controller = AdaptiveController(profile, deadline_ms=300)
+    lossy = Estimates(0.7e6, 0.05, 0.0, 1.0, 0.0, transfers=tuple((9000.0, math.inf, 1.0) for _ in range(25)))
+    for i in range(4):
+        on_time = controller.decide(0.2 * i, lossy)
+    assert on_time.name == "exit@features.6"
+    late = controller.decide(0.8 + 0.1, lossy, waited_ms=100.0)
+    assert late.config is None and late.reason.startswith("skip: catching up")
+    # only late frames are skipped to catch up: on time, the exit runs again
+    assert controller.decide(1.0, lossy).name == "exit@features.6"

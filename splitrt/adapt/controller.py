@@ -190,6 +190,11 @@ def hedged_value(entry: ConfigProfile, hedge: ConfigProfile, p_remote: float, p_
     return value, value - p_local * hedge.map
 
 
+def queued_ms(est: Estimates, head_ms: float) -> float:
+    """How long a frame sent after a ``head_ms`` head waits behind the bytes of frames given up on."""
+    return max(0.0, est.link_busy_s * 1e3 - head_ms)
+
+
 def slow_ms(entry: ConfigProfile, median_ms: float) -> float:
     """A device time at its slow end: the profile's p95 ratio applied (at least the stable margin).
 
@@ -294,7 +299,7 @@ class AdaptiveController:
         bandwidth = self._bandwidth(est)
         if not bandwidth or bandwidth <= 0:
             return device + network + server, math.inf  # nothing goes out until a probe says the link is back
-        return device + network + server, entry.bytes_p95 * 8 / bandwidth * 1e3
+        return device + network + server, queued_ms(est, device) + entry.bytes_p95 * 8 / bandwidth * 1e3
 
     @property
     def budget_ms(self) -> float:
@@ -346,7 +351,8 @@ class AdaptiveController:
         # head times (Gauss-Hermite), so a configuration whose median just misses keeps its real chance.
         total = 0.0
         for weight, z in HEAD_QUADRATURE:
-            left = budget - (stable - head + head * math.exp(sigma * z))
+            drawn = head * math.exp(sigma * z)
+            left = budget - (stable - head + drawn) - queued_ms(est, drawn)
             if left > 0:
                 p = est.p_within(entry.bytes_mean, left / 1e3)
                 if p is None:
@@ -516,7 +522,7 @@ class AdaptiveController:
             wait_ms = self.budget_ms
             if self._long_shot_patience_ms() is not None:  # until the next frame is due (``_decision``)
                 wait_ms = min(wait_ms, self._long_shot_patience_ms() - self._waited_ms)
-            budget_ms = wait_ms - (stable - head + quick) * (1.0 + STABLE_MARGIN)
+            budget_ms = wait_ms - (stable - head + quick) * (1.0 + STABLE_MARGIN) - queued_ms(est, quick)
             if budget_ms <= 0:
                 continue
             if est.transfers:
@@ -532,6 +538,46 @@ class AdaptiveController:
     # -- the decision ----------------------------------------------------------------------
     def decide(self, now_s: float, est: Estimates, waited_ms: float = 0.0) -> Decision:
         """The configuration for the next frame; ``waited_ms`` is how late it starts (queued behind others)."""
+        decision = self._decide(now_s, est, waited_ms)
+        if decision.config is not None and not decision.reason.startswith("explore") and self._catch_up(decision, est):
+            return Decision(
+                None,
+                math.nan,
+                f"skip: catching up, waited {self._waited_ms:.0f} ms; {decision.name} would start the next frame "
+                "late too, and a frame on time is worth more than both",
+            )
+        return decision
+
+    def _catch_up(self, decision: Decision, est: Estimates) -> bool:
+        """Whether skipping this late frame beats running it, counting what it does to the next frame.
+
+        A frame that starts late can only run what fits in the rest of its deadline, and if that
+        holds the edge past the next capture the next frame starts late as well: a device whose
+        exit needs 240 of its 300 ms ran long shots 100 ms late, frame after frame, worth 0.3 mAP
+        each, while one skip put it back on time for the exit (11 mAP).  One frame of lookahead:
+        running is worth this frame's score plus the best the next can do that late; skipping,
+        the best the next can do on time.
+        """
+        interval = self._interval_ms()
+        if self.objective != "accuracy" or interval is None or interval >= self.deadline_ms or self._waited_ms <= 0:
+            return False
+        entry = decision.config
+        lateness = self._waited_ms + self._busy_ms(entry, decision.fallback, decision.late_fallback, est) - interval
+        if lateness <= 0:
+            return False
+        run = (self._score(entry, est) or 0.0) + self._best_score_at(est, lateness)
+        return self._best_score_at(est, 0.0) > run + MIN_GAIN
+
+    def _best_score_at(self, est: Estimates, waited_ms: float) -> float:
+        """The best score a frame that starts ``waited_ms`` late could get (0: nothing is worth running)."""
+        saved = self._waited_ms
+        self._waited_ms = waited_ms
+        try:
+            return max((s for c in self.profile.configs if (s := self._score(c, est)) is not None), default=0.0)
+        finally:
+            self._waited_ms = saved
+
+    def _decide(self, now_s: float, est: Estimates, waited_ms: float) -> Decision:
         self._waited_ms = max(0.0, waited_ms)
         self._learn_interval(now_s)
         interval = self._interval_ms()

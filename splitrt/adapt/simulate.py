@@ -326,8 +326,9 @@ class Simulator:
             return
         server_s = entry.tail_ms / 1e3
         if outcome.mode == "remote" or outcome.answer <= outcome.done:
-            estimator.answered(outcome.nbytes, outcome.answer - outcome.sent, server_s)
+            estimator.answered(outcome.nbytes, outcome.answer - outcome.sent, server_s, sent_at=outcome.sent)
             return
+        estimator.awaiting(outcome.nbytes, outcome.sent)
         if outcome.local_first:  # not late: the answer is still on its way
             late.append((outcome.sent, outcome.answer, outcome.nbytes, server_s))
             return

@@ -78,6 +78,93 @@ def serve_echo(port: int, response_bytes: int, work_ms: float = 0.0) -> None:
     asyncio.run(main())
 
 
+def serve_tail_echo(port: int, response_bytes: int, model: str) -> None:
+    """A bare grpc.aio stream that does a splitrt frame's real work inline: each message is parsed as
+    a ModelInferRequest, decoded and run through the tail (splitrt's own decode and tail code, one
+    the server's default thread count), and answered with ``response_bytes`` bytes whose first 8
+    say how many ns that work took.  What is left of a round trip, less that work, is the floor of
+    any Python gRPC server that runs this model on its event loop: no admission, metrics or timings."""
+    import struct
+
+    import grpc
+
+    from ..models.spec import parse_model_flag
+    from ..server.repository import ServedModel
+    from ..threads import apply_threads, server_threads
+    from ..wire import kserve_v2_pb2 as pb
+    from ..wire.protocol import parse_request
+
+    apply_threads(server_threads(1))  # the server's default for one instance
+    served = ServedModel(parse_model_flag(model), "cpu")
+    padding = b"\0" * max(0, response_bytes - 8)
+
+    async def stream(request_iterator, context):
+        async for raw in request_iterator:
+            began = time.perf_counter_ns()
+            served.infer(parse_request(pb.ModelInferRequest.FromString(raw)))
+            yield struct.pack("<q", time.perf_counter_ns() - began) + padding
+
+    async def main() -> None:
+        server = grpc.aio.server()
+        handler = grpc.method_handlers_generic_handler(
+            "splitrt.bench.Echo", {"Stream": grpc.stream_stream_rpc_method_handler(stream)}
+        )
+        server.add_generic_rpc_handlers((handler,))
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        print("ready", flush=True)
+        await server.wait_for_termination()
+
+    asyncio.run(main())
+
+
+async def _bare_tail_run(address: str, messages: list[bytes]) -> list[float]:
+    """Per message, one at a time: the round trip less the work the server reported (ms)."""
+    import struct
+
+    import grpc
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        call = channel.stream_stream(ECHO_METHOD)()
+        over = []
+        for message in messages:
+            began = time.perf_counter()
+            await call.write(message)
+            answer = await call.read()
+            work_ms = struct.unpack("<q", answer[:8])[0] / 1e6
+            over.append((time.perf_counter() - began) * 1e3 - work_ms)
+        await call.done_writing()
+    return over
+
+
+def bare_stream_with_tail(model: str, messages: list[bytes], response_bytes: int) -> dict[str, float]:
+    """The bare stream doing the frames' real decode and tail inline: round trip over that work (ms)."""
+    port = free_port()
+    code = f"from splitrt.bench.overhead import serve_tail_echo; serve_tail_echo({port}, {response_bytes}, {model!r})"
+    server = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        server.stdout.readline()  # "ready"
+        asyncio.run(_bare_tail_run(f"127.0.0.1:{port}", messages[:10]))  # warm-up
+        over = asyncio.run(_bare_tail_run(f"127.0.0.1:{port}", messages))
+        return {"frames": len(over), "over_work_p50_ms": percentile(over, 50), "over_work_p99_ms": percentile(over, 99)}
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def frame_requests(model: str, split: str, codec: str, count: int) -> list[bytes]:
+    """``count`` serialized splitrt requests of the shapes test images, as the edge sends them."""
+    from ..edge.pipeline import FramePipeline
+    from ..models.spec import parse_model_flag
+
+    pipeline = FramePipeline(parse_model_flag(model), split, codec)
+    out = []
+    for image in _frames(count):
+        prepared = pipeline.prepare(image)
+        out.append(prepared.request.SerializeToString())
+    return out
+
+
 async def _bare_run(address: str, request_bytes: int, frames: int, window: int) -> tuple[list[float], float]:
     """Round trips (s) of ``frames`` messages with ``window`` in flight, and the total wall time."""
     import grpc
@@ -237,6 +324,9 @@ def run(
     # server that runs its model on a worker thread pays at least, on this machine.
     tail_ms = rows[0]["one"]["tail_p50_ms"]
     hop = bare_stream(request_bytes, response_bytes or 300, max(100, frames // 2), [1], work_ms=tail_ms)[1]
+    # The same frames' real decode and tail inline on a bare stream: splitrt's default path without
+    # splitrt (the caches a tail leaves cold, and waking after it, are in this floor too).
+    with_tail = bare_stream_with_tail(model, frame_requests(model, split, codec, frames), response_bytes or 300)
     return {
         "benchmark": "overhead",
         "model": model,
@@ -246,6 +336,7 @@ def run(
         "rows": rows,
         "bare": {str(k): v for k, v in bare.items()},
         "bare_with_worker_hop": {"work_ms": tail_ms, **hop},
+        "bare_with_tail": with_tail,
     }
 
 
@@ -307,6 +398,7 @@ def one_setting(label: str, model: str, split: str, codec: str, frames: int, win
 def format_table(result: dict[str, Any]) -> str:
     bare = result["bare"]
     hop = result["bare_with_worker_hop"]
+    floor = result["bare_with_tail"]["over_work_p50_ms"]
     window = result["rows"][0]["many"]["window"]
     b1 = bare["1"]
     w = str(window)
@@ -315,8 +407,9 @@ def format_table(result: dict[str, Any]) -> str:
         f"request {result['rows'][0]['request_bytes']} B, response {result['rows'][0]['response_bytes']} B; bare "
         f"grpc.aio stream with the same sizes: {b1['p50_ms']:.2f} ms p50 round trip at 1 in flight, "
         f"{bare[w]['fps']:.0f} msg/s at {window}; with one worker-thread hop around a "
-        f"{hop['work_ms']:.1f} ms job: {hop['over_work_p50_ms']:.2f} ms over the job",
-        f"{'setting':<26} {'threads':>7} {'e2e@1':>6} {'overhead':>8} {'vs bare':>7} {'threads':>7} "
+        f"{hop['work_ms']:.1f} ms job: {hop['over_work_p50_ms']:.2f} ms over the job; doing the frames' own "
+        f"decode and tail inline: {floor:.2f} ms over that work (the floor)",
+        f"{'setting':<26} {'threads':>7} {'e2e@1':>6} {'overhead':>8} {'vs bare':>7} {'- floor':>7} {'threads':>7} "
         f"{'e2e@' + w:>6} {'fps@' + w:>6} {'bound':>6} {'of bound':>8}",
     ]
     for r in result["rows"]:
@@ -324,12 +417,14 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(
             f"{r['setting']:<26} {r['server_threads']:>3}/{one['edge_threads']:<3} {one['p50_ms']:>6.1f} "
             f"{one['overhead_p50_ms']:>8.2f} {one['overhead_p50_ms'] / b1['p50_ms']:>6.1f}x "
-            f"{r['server_threads']:>3}/{many['edge_threads']:<3} {many['p50_ms']:>6.1f} {many['fps']:>6.1f} "
+            f"{one['overhead_p50_ms'] - floor:>7.2f} {r['server_threads']:>3}/{many['edge_threads']:<3} "
+            f"{many['p50_ms']:>6.1f} {many['fps']:>6.1f} "
             f"{many['bound_fps']:>6.1f} {many['fps'] / many['bound_fps']:>7.0%}"
         )
     lines.append(
         "threads: server/edge torch threads; e2e: p50 ms end to end; overhead: e2e@1 minus the head, encode, "
-        "decode and tail of that frame;\nbound: frames/s the slower side (edge or server) allows when the two "
+        "decode and tail of that frame;\n- floor: what splitrt adds over a bare grpc.aio stream doing the same "
+        "decode and tail inline;\nbound: frames/s the slower side (edge or server) allows when the two "
         "work at once (components timed in one process with the same threads)"
     )
     return "\n".join(lines)

@@ -198,17 +198,21 @@ class AdaptiveEdge:
         t = result.timings_ms
         if "head" in t:
             self.estimator.head_time(t["head"] + t.get("encode", 0.0), entry.head_ms)
+        sent_at = began + (t.get("head", 0.0) + t.get("encode", 0.0)) / 1e3
         if result.mode in ("split", "offload") and "network" in t:
             server = t.get("server", 0.0) / 1e3
             rtt = t["network"] / 1e3 + server
-            self.estimator.answered(result.wire_bytes, rtt, server, t.get("server_queue", 0.0) / 1e3)
+            queue = t.get("server_queue", 0.0) / 1e3
+            self.estimator.answered(result.wire_bytes, rtt, server, queue, sent_at=sent_at - self.t0)
         elif result.extra.get("local_first"):
-            return  # not late: its answer, in or on its way, is settled through the late answers
+            # Not late: its answer, in or on its way, is settled through the late answers; its bytes
+            # may hold up the next frames meanwhile.
+            self.estimator.awaiting(result.wire_bytes, sent_at - self.t0)
         elif result.mode in ("fallback", "timeout") and entry.config.remote:
-            sent_at = began + (t.get("head", 0.0) + t.get("encode", 0.0)) / 1e3
             waited = max(1e-3, answer_by - sent_at)
             # The call stays open a while: its late answer (or its absence) judges the link then.
             self.estimator.timed_out(result.wire_bytes, waited, entry.tail_ms / 1e3, pending=True)
+            self.estimator.awaiting(result.wire_bytes, sent_at - self.t0)
 
 
 def load_profile_for(client: SplitClient, path: str | None, remeasure_s: float = 0.0) -> Profile:
