@@ -62,6 +62,9 @@ STICKY_REMOTE_S = 10.0  # a stay on the link this long resets the exploration ba
 PRIOR_BPS = 1e6  # the link before anything crossed it: a modest cellular uplink
 BUSY_POINTS = 4  # instants the expected wait for an answer is integrated over
 STALE_SHARE = 0.98  # a frame that waited this share of the frame interval has a newer one behind it
+#: Skipping a late frame to start the next on time must be worth this many times running it: both sides
+#: are estimates, and a device that skipped for a smaller gain alternated a slow local model with skips.
+CATCH_UP_GAIN = 2.0
 PRIOR_RTT_S = 0.05  # a cellular base round trip, for long shots when every recent one waited in a queue
 
 
@@ -566,14 +569,26 @@ class AdaptiveController:
         if lateness <= 0:
             return False
         run = (self._score(entry, est) or 0.0) + self._best_score_at(est, lateness)
-        return self._best_score_at(est, 0.0) > run + MIN_GAIN
+        return self._best_score_at(est, 0.0) > max(run + MIN_GAIN, CATCH_UP_GAIN * run)
 
     def _best_score_at(self, est: Estimates, waited_ms: float) -> float:
-        """The best score a frame that starts ``waited_ms`` late could get (0: nothing is worth running)."""
+        """The score of what the next frame would run if it started ``waited_ms`` late (0: nothing).
+
+        What it would run, not the best there is: a better choice that has to wait out the
+        hysteresis is not the next frame's (counted as if it were, a late local model was skipped
+        every other frame for a remote choice the edge then held off from)."""
         saved = self._waited_ms
         self._waited_ms = waited_ms
         try:
-            return max((s for c in self.profile.configs if (s := self._score(c, est)) is not None), default=0.0)
+            scores = {c.name: self._score(c, est) for c in self.profile.configs}
+            feasible = [c for c in self.profile.configs if scores[c.name] is not None]
+            if not feasible:
+                return 0.0
+            best = max(feasible, key=lambda c: scores[c.name] or 0.0)
+            current = self.current
+            if current is None or best.name == current.name or self._must_leave(current, best, est):
+                return scores[best.name] or 0.0
+            return scores[current.name] or 0.0
         finally:
             self._waited_ms = saved
 
