@@ -558,8 +558,8 @@ class AdaptiveController:
         holds the edge past the next capture the next frame starts late as well: a device whose
         exit needs 240 of its 300 ms ran long shots 100 ms late, frame after frame, worth 0.3 mAP
         each, while one skip put it back on time for the exit (11 mAP).  One frame of lookahead:
-        running is worth this frame's score plus the best the next can do that late; skipping,
-        the best the next can do on time.
+        running is worth this frame's score plus what the next would score starting that late;
+        skipping, what it would score on time.  Skipping must win clearly (``CATCH_UP_GAIN``).
         """
         interval = self._interval_ms()
         if self.objective != "accuracy" or interval is None or interval >= self.deadline_ms or self._waited_ms <= 0:

@@ -272,8 +272,9 @@ class InFlight:
     A frame the edge stopped waiting for still crosses the link: its bytes delay every frame
     sent after it (the link is FIFO).  Without counting them, a controller that gave up on a
     large frame sent the next one into the same backlog, and judged it by transfer times
-    measured on an empty link.  The queue is replayed at the recent throughput: each frame
-    starts when it was sent or when the one before it has crossed, whichever is later.
+    measured on an empty link.  The queue is replayed at the link's long-run rate
+    (``LinkEstimator._queue_rate``): each frame starts when it was sent or when the one before
+    it has crossed, whichever is later.
     """
 
     MATCH_S = 0.05  # a settled frame is the pending one of its size sent this close to it

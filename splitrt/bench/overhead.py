@@ -80,7 +80,7 @@ def serve_echo(port: int, response_bytes: int, work_ms: float = 0.0) -> None:
 
 def serve_tail_echo(port: int, response_bytes: int, model: str) -> None:
     """A bare grpc.aio stream that does a splitrt frame's real work inline: each message is parsed as
-    a ModelInferRequest, decoded and run through the tail (splitrt's own decode and tail code, one
+    a ModelInferRequest, decoded and run through the tail (splitrt's own decode and tail code, with
     the server's default thread count), and answered with ``response_bytes`` bytes whose first 8
     say how many ns that work took.  What is left of a round trip, less that work, is the floor of
     any Python gRPC server that runs this model on its event loop: no admission, metrics or timings."""
