@@ -191,6 +191,18 @@ def test_device_load_follows_contention_not_one_slow_run():
     assert load.value == pytest.approx(2.0)
 
 
+def test_runs_too_short_to_time_say_nothing_about_the_device_load():
+    from splitrt.adapt.estimators import DeviceLoadEstimator
+
+    load = DeviceLoadEstimator(cpu_sampling=False)
+    for _ in range(15):  # JPEG encodes profiled at 0.5 ms that waited for the GIL
+        load.observe(9.0, 0.5)
+    assert load.value == 1.0
+    for _ in range(10):
+        load.observe(200.0, 100.0)
+    assert load.value == pytest.approx(2.0)
+
+
 # -- controller -------------------------------------------------------------------------------------
 def slow_device_profile() -> Profile:
     """A device 16x slower than the server: its exit takes about the deadline, only JPEG offload is quick."""
