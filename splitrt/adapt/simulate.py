@@ -45,6 +45,8 @@ from .profile import ConfigProfile, Profile, log_spread
 ADAPTIVE = ("adaptive", "adaptive-unhedged")
 HEDGED_SUFFIX = "+hedge"
 LATENCY_CAP_FACTOR = 10.0  # a frame never answered counts this many deadlines late
+
+
 @dataclass(frozen=True)
 class Plan:
     """What the edge does with one frame: a configuration (None: skip), a hedge, or a fallback."""

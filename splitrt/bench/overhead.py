@@ -39,6 +39,25 @@ DEFAULT_CODEC = "entropy"
 
 
 # -- the bare stream ---------------------------------------------------------------------------------
+def _serve_stream(port: int, stream) -> None:
+    """Serve ``stream`` (an async generator handler) as the bare bidi method on loopback until killed;
+    prints "ready" once it listens."""
+    import grpc
+
+    async def main() -> None:
+        server = grpc.aio.server()
+        handler = grpc.method_handlers_generic_handler(
+            "splitrt.bench.Echo", {"Stream": grpc.stream_stream_rpc_method_handler(stream)}
+        )
+        server.add_generic_rpc_handlers((handler,))
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        print("ready", flush=True)
+        await server.wait_for_termination()
+
+    asyncio.run(main())
+
+
 def serve_echo(port: int, response_bytes: int, work_ms: float = 0.0) -> None:
     """A grpc.aio server answering each message of a bidi stream with ``response_bytes`` bytes.
 
@@ -46,8 +65,6 @@ def serve_echo(port: int, response_bytes: int, work_ms: float = 0.0) -> None:
     of a tail: the cost of that one thread hop (and of waking up after it) is then measured too.
     """
     from concurrent.futures import ThreadPoolExecutor
-
-    import grpc
 
     answer = b"\0" * response_bytes
     worker = ThreadPoolExecutor(1)
@@ -64,18 +81,7 @@ def serve_echo(port: int, response_bytes: int, work_ms: float = 0.0) -> None:
                 await loop.run_in_executor(worker, job)
             yield answer
 
-    async def main() -> None:
-        server = grpc.aio.server()
-        handler = grpc.method_handlers_generic_handler(
-            "splitrt.bench.Echo", {"Stream": grpc.stream_stream_rpc_method_handler(stream)}
-        )
-        server.add_generic_rpc_handlers((handler,))
-        server.add_insecure_port(f"127.0.0.1:{port}")
-        await server.start()
-        print("ready", flush=True)
-        await server.wait_for_termination()
-
-    asyncio.run(main())
+    _serve_stream(port, stream)
 
 
 def serve_tail_echo(port: int, response_bytes: int, model: str) -> None:
@@ -85,8 +91,6 @@ def serve_tail_echo(port: int, response_bytes: int, model: str) -> None:
     say how many ns that work took.  What is left of a round trip, less that work, is the floor of
     any Python gRPC server that runs this model on its event loop: no admission, metrics or timings."""
     import struct
-
-    import grpc
 
     from ..models.spec import parse_model_flag
     from ..server.repository import ServedModel
@@ -104,18 +108,7 @@ def serve_tail_echo(port: int, response_bytes: int, model: str) -> None:
             served.infer(parse_request(pb.ModelInferRequest.FromString(raw)))
             yield struct.pack("<q", time.perf_counter_ns() - began) + padding
 
-    async def main() -> None:
-        server = grpc.aio.server()
-        handler = grpc.method_handlers_generic_handler(
-            "splitrt.bench.Echo", {"Stream": grpc.stream_stream_rpc_method_handler(stream)}
-        )
-        server.add_generic_rpc_handlers((handler,))
-        server.add_insecure_port(f"127.0.0.1:{port}")
-        await server.start()
-        print("ready", flush=True)
-        await server.wait_for_termination()
-
-    asyncio.run(main())
+    _serve_stream(port, stream)
 
 
 async def _bare_tail_run(address: str, messages: list[bytes]) -> list[float]:
