@@ -568,7 +568,7 @@ class AdaptiveController:
         lateness = self._waited_ms + self._busy_ms(entry, decision.fallback, decision.late_fallback, est) - interval
         if lateness <= 0:
             return False
-        run = (self._score(entry, est) or 0.0) + self._best_score_at(est, lateness)
+        run = (decision.expected_map or 0.0) + self._best_score_at(est, lateness)  # its score, from ``_decision``
         return self._best_score_at(est, 0.0) > max(run + MIN_GAIN, CATCH_UP_GAIN * run)
 
     def _best_score_at(self, est: Estimates, waited_ms: float) -> float:

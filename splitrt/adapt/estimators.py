@@ -7,6 +7,7 @@ head time.  No probe traffic.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -291,8 +292,7 @@ class InFlight:
         self.horizon_s = horizon_s  # the edge listens this long; after that a frame counts as lost
 
     def add(self, nbytes: float, sent_at: float) -> None:
-        self.frames.append((sent_at, nbytes))
-        self.frames.sort()
+        bisect.insort(self.frames, (sent_at, nbytes))
 
     def settle(self, nbytes: float, sent_at: float) -> None:
         """The frame sent at ``sent_at`` is answered or lost: it no longer waits on the link."""
