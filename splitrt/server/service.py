@@ -191,46 +191,41 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         await context.abort(code, message)
 
     async def ModelStreamInfer(self, request_iterator, context):
-        responses: asyncio.Queue = asyncio.Queue()
+        """Each frame is answered by its own task, which writes the answer itself as soon as it is ready
+        (answers may overtake each other; the edge matches them by id).  Writing from the task, not
+        through a queue and a response generator, spares every frame a hand-over on the event loop."""
         slots = asyncio.Semaphore(self.stream_concurrency)
-        done = object()
+        writing = asyncio.Lock()  # one message at a time on a call
         client = self._client(context)
         tasks: set[asyncio.Task] = set()
 
         async def answer(request):
             try:
-                item = pb.ModelStreamInferResponse(infer_response=await self._infer(request, client))
-            except Exception as exc:  # every frame gets an answer, whatever went wrong
-                code, message = self._refusal(request, exc)
-                # The id travels back with the error so the edge can report that very frame.
-                item = pb.ModelStreamInferResponse(
-                    error_message=f"{code.name}: {message}",
-                    infer_response=pb.ModelInferResponse(model_name=request.model_name[:200], id=request.id[:200]),
-                )
-            # The slot is freed once the answer is sent: a client that stops reading holds at most
-            # stream_concurrency answers here, and HTTP/2 flow control stops its further frames.
-            await responses.put(item)
-
-        async def read_all():
-            try:
-                async for request in request_iterator:
-                    await slots.acquire()
-                    task = asyncio.create_task(answer(request))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                if tasks:
-                    await asyncio.gather(*tasks)
+                try:
+                    item = pb.ModelStreamInferResponse(infer_response=await self._infer(request, client))
+                except Exception as exc:  # every frame gets an answer, whatever went wrong
+                    code, message = self._refusal(request, exc)
+                    # The id travels back with the error so the edge can report that very frame.
+                    item = pb.ModelStreamInferResponse(
+                        error_message=f"{code.name}: {message}",
+                        infer_response=pb.ModelInferResponse(model_name=request.model_name[:200], id=request.id[:200]),
+                    )
+                async with writing:
+                    await context.write(item)
             finally:
-                await responses.put(done)
-
-        reader = asyncio.create_task(read_all())
-        try:
-            while (item := await responses.get()) is not done:
-                yield item
+                # The slot is freed once the answer is sent: a client that stops reading holds at most
+                # stream_concurrency answers here, and HTTP/2 flow control stops its further frames.
                 slots.release()
-            await reader  # surfaces a failure of the reader, if any
+
+        try:
+            async for request in request_iterator:
+                await slots.acquire()
+                task = asyncio.create_task(answer(request))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            if tasks:
+                await asyncio.gather(*tasks)  # surfaces a failed write (the client is gone)
         finally:
-            reader.cancel()
             for task in tasks:  # the client is gone: do not start tails nobody will read
                 task.cancel()
 
@@ -316,7 +311,6 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             raise
         began = time.perf_counter_ns()
         outputs = done[0].outputs if len(done) == 1 else stack_batch([d.outputs for d in done])
-        labels = (served.name, frames[0].split)
         decode_ns, waited, tail_ns = (sum(getattr(d, k) for d in done) for k in ("decode_ns", "waited_ns", "tail_ns"))
         timings = {
             DECODE_US: decode_ns // 1000,
@@ -327,12 +321,23 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         response = build_response(served.name, request.id, {k: outputs[k] for k in wanted}, timings)
         output_ns = time.perf_counter_ns() - began
         total_ns = time.perf_counter_ns() - arrival
+        # Metrics and statistics are kept once the answer is on its way: the loop runs this callback
+        # while gRPC sends it, so the bookkeeping does not delay the frame.
+        asyncio.get_running_loop().call_soon(self._account, served.name, frames, done, total_ns, output_ns)
+        return response
+
+    def _account(self, model: str, frames: list[FrameRequest], done: list[FrameDone], total_ns: int, output_ns: int):
+        """A request's frames in the metrics and ModelStatistics."""
+        book = self.statistics[model]
         share = len(done)  # a plain client's batch: each image gets its share of the request's time
-        for d in done:
+        for frame, d in zip(frames, done, strict=True):
+            labels = (model, frame.split)
+            self.metrics.decode.labels(*labels).observe(d.decode_ns / 1e9)
+            self.metrics.queue.labels(*labels).observe(d.waited_ns / 1e9)
+            self.metrics.tail.labels(*labels).observe(d.tail_ns / 1e9)
             self.metrics.frame_latency.labels(*labels).observe(total_ns / 1e9 / share)
             self.metrics.batch_size.labels(*labels).observe(d.batch_size)
             book.answered(total_ns // share, d.waited_ns, d.decode_ns, d.tail_ns, output_ns // share, d.batch_size)
-        return response
 
     async def _run_frame(self, request, frame: FrameRequest, served: ServedModel, arrival: int) -> FrameDone:
         loop = asyncio.get_running_loop()
@@ -364,12 +369,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 raise  # a fault in decoding: reported as such (INTERNAL, with its type) by _refusal
             log.exception("tail of %s failed on frame %s", served.name, clip(request.id))
             raise RequestError(grpc.StatusCode.INTERNAL, f"frame {clip(request.id)}: tail failed: {exc}") from None
-        labels = (served.name, frame.split)
         # decode: the decoding work itself; queue: every wait before the tail started (a turn, thread hops).
         waited = max(0, start - arrival - decode_ns)
-        self.metrics.decode.labels(*labels).observe(decode_ns / 1e9)
-        self.metrics.queue.labels(*labels).observe(waited / 1e9)
-        self.metrics.tail.labels(*labels).observe((end - start) / 1e9)
         return FrameDone(outputs, decode_ns, waited, end - start, batch_size)
 
     def _runs_inline(self, served: ServedModel) -> bool:
