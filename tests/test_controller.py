@@ -264,3 +264,19 @@ def test_a_late_frame_is_skipped_when_that_puts_the_next_one_back_on_time():
     assert late.config is None and late.reason.startswith("skip: catching up")
     # only late frames are skipped to catch up: on time, the exit runs again
     assert controller.decide(1.0, lossy).name == "exit@features.6"
+
+
+def test_a_local_model_that_falls_behind_is_left_at_once_when_the_link_is_better():
+    """Pi regime, 2x slow: the exit (240 ms) holds the edge longer than the 200 ms frame interval.  Once
+    the link is good again, JPEG over it scores better: held for the hysteresis instead, the exit made
+    each next frame later until frames missed or were skipped (Verizon@1.4, 300 ms: 15.8 -> 16.7 mAP)."""
+    profile = Profile.load(PROFILES / "rpi4-bluetooth-example.csv").scaled(2)
+    controller = AdaptiveController(profile, deadline_ms=300)
+    lossy = Estimates(0.7e6, 0.05, 0.0, 1.0, 0.0, transfers=tuple((9000.0, math.inf, 1.0) for _ in range(25)))
+    for i in range(4):
+        on_time = controller.decide(0.2 * i, lossy)
+    assert on_time.name == "exit@features.6"
+    good = Estimates(1.4e6, 0.05, 0.005, 1.0, 0.0, transfers=tuple((9000.0, 0.06, 1.0) for _ in range(25)))
+    decision = controller.decide(0.8, good)
+    assert decision.config is not None and decision.config.config.remote, decision.reason
+    assert decision.reason.startswith("step down"), decision.reason

@@ -648,6 +648,11 @@ class AdaptiveController:
         # device, or to a remote choice with a local safety net (a hedge, or a late fallback that
         # fits).  A move to a remote choice without one waits until it has looked better a while.
         best_score = self._score(best, est) or 0.0
+        if not current.config.remote and best_score > score and self._falls_behind(current, est):
+            # A local model that holds the edge longer than the frame interval starts every next frame
+            # later: held for the hysteresis, it missed frame after frame (and forced catch-up skips)
+            # while a better choice was known.
+            return True
         if current.config.remote and not best.config.remote and best_score > score:
             # A local model that may itself miss is no safe move: only a clear gain is worth leaving the
             # link at once for (a near tie flips with every noisy head time and the link goes unmeasured).
@@ -680,6 +685,10 @@ class AdaptiveController:
         elif entry.config.remote and hedge is None and late is None and score is None:
             patience = self._long_shot_patience_ms()
         return Decision(entry, predicted, reason, hedge, p, late, score, patience, raw)
+
+    def _falls_behind(self, entry: ConfigProfile, est: Estimates) -> bool:
+        """Whether frames run with ``entry`` each hold the edge longer than the frame interval."""
+        return sustained(self._busy_ms(entry, None, None, est), self._interval_ms()) < 1.0
 
     def _interval_ms(self) -> float | None:
         """The frame interval learnt from capture instants (None before two frames)."""
