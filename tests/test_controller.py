@@ -280,3 +280,16 @@ def test_a_local_model_that_falls_behind_is_left_at_once_when_the_link_is_better
     decision = controller.decide(0.8, good)
     assert decision.config is not None and decision.config.config.remote, decision.reason
     assert decision.reason.startswith("step down"), decision.reason
+
+
+def test_a_local_model_that_is_sometimes_late_gets_the_link_as_its_safety_net():
+    """shapes_fcos at 4x, 130 ms: the full local model (95 ms median) fits at its slow end but still misses
+    now and then.  Sent over a good link as well, a frame keeps the local result and has the answer for
+    those misses; counted as certain, the local model made that safety net look worth nothing."""
+    profile = Profile.load(PROFILES / "shapes_fcos.json").scaled(4)
+    controller = AdaptiveController(profile, deadline_ms=130, hedge=True)
+    good = Estimates(5e6, 0.04, 0.005, 1.0, 0.0, transfers=tuple((3000.0, 0.01, 1.0) for _ in range(25)))
+    decision = controller.decide(0.0, good)
+    assert decision.config.config.remote and decision.fallback is not None, decision.reason
+    assert decision.fallback.name == "local"
+    assert decision.expected_map > controller._p_local(profile["local"], good) * profile["local"].map

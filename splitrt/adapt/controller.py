@@ -145,8 +145,14 @@ def hedge_in_time(entry: ConfigProfile, hedge: ConfigProfile, budget_ms: float, 
     head, after = entry.head_ms * device_load, hedge.device_ms_after(entry) * device_load
     if slow_ms(entry, head) + slow_ms(hedge, after) <= budget_ms:
         return 1.0
-    p = p_device_within(head + after, max(log_spread(entry), log_spread(hedge)), budget_ms)
+    p = hedge_p_within(entry, hedge, budget_ms, device_load)
     return p if p >= SOFT_HEDGE_P else 0.0
+
+
+def hedge_p_within(entry: ConfigProfile, hedge: ConfigProfile, budget_ms: float, device_load: float) -> float:
+    """The chance itself (lognormal device times) that ``hedge``, run after ``entry``'s head, is done in time."""
+    median = (entry.head_ms + hedge.device_ms_after(entry)) * device_load
+    return p_device_within(median, max(log_spread(entry), log_spread(hedge)), budget_ms)
 
 
 def sustained(busy_ms: float, interval_ms: float | None) -> float:
@@ -411,6 +417,10 @@ class AdaptiveController:
             # more than the interval looked worth sending, and delivered its hedge every time.
             p = self._p(entry, est, self._answer_wait_ms())
         p_local = hedge_in_time(entry, hedge, self.budget_ms, est.device_load)
+        if prefers_local(entry, hedge):
+            # The link adds what the local model misses: taken as certain because it fits at the slow
+            # end, a local model late on 1.5% of frames made its remote safety net look worth nothing.
+            p_local = min(p_local, hedge_p_within(entry, hedge, self.budget_ms, est.device_load))
         value, added = hedged_value(entry, hedge, p, p_local)
         # The local model alone scores about as much for less: the link must add something.
         return value if added >= MIN_GAIN else None
