@@ -58,6 +58,7 @@ RTT_PROBE_EVERY_S = 5.0  # base-RTT pings while frames go over the link
 SAFE_LOCAL_P = 0.95  # a local model done in time this often is a safe place to step down to
 SAFE_MOVE_GAIN = 1.0  # mAP a safe move must add to happen at once (less waits, as any move: no flapping)
 EXPLORE_FRAMES = 5  # frames an exploration sends in a row, so that what they measure can decide
+EXPLORE_MIN_SHARE = 0.2  # a try of the link waits at least this share of the back-off (`explore_share`)
 STICKY_REMOTE_S = 10.0  # a stay on the link this long resets the exploration back-off
 PRIOR_BPS = 1e6  # the link before anything crossed it: a modest cellular uplink
 BUSY_POINTS = 4  # instants the expected wait for an answer is integrated over
@@ -166,6 +167,23 @@ def sustained(busy_ms: float, interval_ms: float | None) -> float:
     if interval_ms is None or interval_ms <= 0 or busy_ms <= interval_ms:
         return 1.0
     return interval_ms / busy_ms
+
+
+def explore_share(here: float, link_map: float) -> float:
+    """The share of the exploration back-off to wait before trying the link again, from what a try costs
+    against what it could win (mAP per frame).
+
+    A try is a frame sent over a link last seen bad (a coin flip, ``UNKNOWN_P``) instead of what
+    the device delivers (``here``); it wins ``link_map`` a frame from then on if the link is back.
+    A try that costs as much as it could win waits the whole back-off (a Pi's local model within
+    a few mAP of the link); one that costs nothing waits ``EXPLORE_MIN_SHARE`` of it (an exit in
+    time on a third of its frames, or skipping): waiting out the whole back-off there lost most
+    of those seconds' frames."""
+    cost = here - UNKNOWN_P * link_map
+    gain = link_map - here
+    if gain <= 0:
+        return 1.0
+    return min(1.0, max(EXPLORE_MIN_SHARE, cost / gain))
 
 
 def p_device_within(median_ms: float, sigma: float, budget_ms: float) -> float:
@@ -750,21 +768,25 @@ class AdaptiveController:
         off_link = self.skipping or (current is not None and not current.config.remote)
         if current is None or not off_link or est.link_down:
             return None
-        if now_s - self._local_since < self._explore_wait:
-            return None
+        if now_s - self._local_since < self._explore_wait * EXPLORE_MIN_SHARE:
+            return None  # no try comes sooner than this, whatever it costs
         fast_link = replace(self._hopeful(est), bandwidth_bps=1e12, transfers=())
         # Only a configuration that would beat the current one on a good link is worth the try.
-        floor = 0.0 if self.skipping else (self._score(current, est) or 0.0) + MIN_GAIN
-        candidates = [c for c in self.profile.configs if c.config.remote and c.map > floor and self._fits(c, fast_link)]
+        here = 0.0 if self.skipping else (self._score(current, est) or 0.0)
+        candidates = [
+            c for c in self.profile.configs if c.config.remote and c.map > here + MIN_GAIN and self._fits(c, fast_link)
+        ]
         if not candidates:
+            return None
+        # A try that cannot miss, and that is worth more than its local result when it gets through.
+        hedged = [c for c in candidates if (h := self.hedge_for(c, est)) is not None and c.map > h.map]
+        choice = min(hedged or candidates, key=lambda c: c.bytes_p95)
+        if now_s - self._local_since < self._explore_wait * explore_share(here, choice.map):
             return None
         self._explore_wait = min(self._explore_wait * 2, MAX_EXPLORE_WAIT_S)
         self._local_since = now_s
         self.skipping = False
         self._explore_left = EXPLORE_FRAMES - 1  # one frame says little: a few in a row
-        # A try that cannot miss, and that is worth more than its local result when it gets through.
-        hedged = [c for c in candidates if (h := self.hedge_for(c, est)) is not None and c.map > h.map]
-        choice = min(hedged or candidates, key=lambda c: c.bytes_p95)
         return self._switch(choice, self.predict_ms(choice, est), "explore: is the link better now?", now_s, est)
 
     def probe_due(self, now_s: float) -> bool:
