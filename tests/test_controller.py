@@ -250,16 +250,23 @@ def test_the_controller_counts_the_queue_of_frames_given_up_on():
     assert controller.predict_ms(jpeg, queued) == pytest.approx(controller.predict_ms(jpeg, clear) + 150 - 5.0)
 
 
-def test_a_late_frame_is_skipped_when_that_puts_the_next_one_back_on_time():
-    """Pi regime, 2x slow: the exit needs 240 of the 300 ms deadline, a frame comes every 200 ms and the
-    link loses nearly everything.  A frame that starts 100 ms late cannot run the exit; sending it over
-    the link anyway keeps the edge busy into the next frame, which then starts late too."""
+def pi_on_the_exit() -> tuple[AdaptiveController, Estimates]:
+    """The Pi profile at 2x, 300 ms, frames every 200 ms, on a link that loses nearly everything: after
+    four frames the controller runs the exit (240 ms)."""
     profile = Profile.load(PROFILES / "rpi4-bluetooth-example.csv").scaled(2)
     controller = AdaptiveController(profile, deadline_ms=300)
     lossy = Estimates(0.7e6, 0.05, 0.0, 1.0, 0.0, transfers=tuple((9000.0, math.inf, 1.0) for _ in range(25)))
     for i in range(4):
         on_time = controller.decide(0.2 * i, lossy)
     assert on_time.name == "exit@features.6"
+    return controller, lossy
+
+
+def test_a_late_frame_is_skipped_when_that_puts_the_next_one_back_on_time():
+    """Pi regime, 2x slow: the exit needs 240 of the 300 ms deadline, a frame comes every 200 ms and the
+    link loses nearly everything.  A frame that starts 100 ms late cannot run the exit; sending it over
+    the link anyway keeps the edge busy into the next frame, which then starts late too."""
+    controller, lossy = pi_on_the_exit()
     late = controller.decide(0.8 + 0.1, lossy, waited_ms=100.0)
     assert late.config is None and late.reason.startswith("skip: catching up")
     # only late frames are skipped to catch up: on time, the exit runs again
@@ -270,12 +277,7 @@ def test_a_local_model_that_falls_behind_is_left_at_once_when_the_link_is_better
     """Pi regime, 2x slow: the exit (240 ms) holds the edge longer than the 200 ms frame interval.  Once
     the link is good again, JPEG over it scores better: held for the hysteresis instead, the exit made
     each next frame later until frames missed or were skipped (Verizon@1.4, 300 ms: 15.8 -> 16.7 mAP)."""
-    profile = Profile.load(PROFILES / "rpi4-bluetooth-example.csv").scaled(2)
-    controller = AdaptiveController(profile, deadline_ms=300)
-    lossy = Estimates(0.7e6, 0.05, 0.0, 1.0, 0.0, transfers=tuple((9000.0, math.inf, 1.0) for _ in range(25)))
-    for i in range(4):
-        on_time = controller.decide(0.2 * i, lossy)
-    assert on_time.name == "exit@features.6"
+    controller, lossy = pi_on_the_exit()
     good = Estimates(1.4e6, 0.05, 0.005, 1.0, 0.0, transfers=tuple((9000.0, 0.06, 1.0) for _ in range(25)))
     decision = controller.decide(0.8, good)
     assert decision.config is not None and decision.config.config.remote, decision.reason
