@@ -676,10 +676,10 @@ class AdaptiveController:
         # device, or to a remote choice with a local safety net (a hedge, or a late fallback that
         # fits).  A move to a remote choice without one waits until it has looked better a while.
         best_score = self._score(best, est) or 0.0
-        if not current.config.remote and best_score > score and self._falls_behind(current, est):
+        if not current.config.remote and best_score > score + MIN_GAIN and self._falls_behind(current, est):
             # A local model that holds the edge longer than the frame interval starts every next frame
             # later: held for the hysteresis, it missed frame after frame (and forced catch-up skips)
-            # while a better choice was known.
+            # while a better choice was known.  A margin, so that a near tie does not flip every frame.
             return True
         if current.config.remote and not best.config.remote and best_score > score:
             # A local model that may itself miss is no safe move: only a clear gain is worth leaving the

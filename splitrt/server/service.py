@@ -217,14 +217,24 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 # stream_concurrency answers here, and HTTP/2 flow control stops its further frames.
                 slots.release()
 
+        handler = asyncio.current_task()
+
+        def finished(task: asyncio.Task) -> None:
+            tasks.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                # A failed write: the call is broken (the client is gone).  End the stream, as the
+                # first failed write of a response generator would, instead of reading on.
+                log.debug("stream answer failed: %r", task.exception())
+                handler.cancel()
+
         try:
             async for request in request_iterator:
                 await slots.acquire()
                 task = asyncio.create_task(answer(request))
                 tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                task.add_done_callback(finished)
             if tasks:
-                await asyncio.gather(*tasks)  # surfaces a failed write (the client is gone)
+                await asyncio.gather(*tasks)
         finally:
             for task in tasks:  # the client is gone: do not start tails nobody will read
                 task.cancel()
