@@ -122,6 +122,14 @@ def test_csv_profiles_parse_and_refuse_clearly(tmp_path):
     bad.write_text("configuration,head_ms,tail_ms,bytes,map\nlocal,ten,0,0,50\n")
     with pytest.raises(ValueError, match="bad.csv:2"):
         Profile.load(bad)
+    # a published table's own headers, accuracy as a fraction, local rows with nothing sent left blank
+    published = tmp_path / "published.csv"
+    published.write_text(
+        "Configuration, Head (ms), Tail (ms), Bytes, Accuracy\nlocal,300,,,0.22\noffload/jpeg:75,18,50,14500,0.21\n"
+    )
+    table = Profile.load(published)
+    assert table["local"].map == pytest.approx(22.0) and table["local"].bytes_mean == 0.0
+    assert table["offload/jpeg:75"].map == pytest.approx(21.0) and table["offload/jpeg:75"].tail_ms == 50.0
     rpi = Profile.load(PROFILES / "rpi4-bluetooth-example.csv")
     assert rpi["exit@features.6"].device_ms_after(rpi["features.6/eb2/entropy"]) == 40.0
     assert 100 <= rpi["features.6/eb2/entropy"].head_ms <= 300
@@ -308,3 +316,44 @@ def test_the_link_is_tried_again_sooner_the_less_the_device_delivers_meanwhile()
     assert decisions[0][1].name == "exit@features.6"
     tried = [t for t, d in decisions if d.reason.startswith("explore")]
     assert tried and tried[0] < 0.5 * controller.explore_after_s
+
+
+def test_a_hedge_is_chosen_by_what_the_whole_frame_scores():
+    """Pi regime, 600 ms deadline, a frame every 200 ms: the full local model (250 ms) fits the deadline
+    after the split's head, and alone it is the most accurate hedge, within MIN_GAIN of the split itself:
+    the split then looked not worth sending.  But a hedge that runs as long holds the edge past the next
+    frame; the 140 ms model keeps up, and the split hedged with it is the best frame there is."""
+    configs = [
+        entry("local", "local", 250.0, 0, 0, 20.1),
+        entry("local", "local", 140.0, 0, 0, 16.0, size=192),
+        entry("input", "jpeg:60", 15.0, 6000, 40.0, 18.9),
+        entry("layer2/bn", "entropy", 70.0, 1800, 35.0, 20.4),
+    ]
+    profile = Profile("pi-like", "0" * 16, {"kind": "hand-made for tests"}, 0, configs)
+    controller = AdaptiveController(profile, deadline_ms=600)
+    # Half of the frames cross in 30 ms, half in 300: an answer comes within the frame interval about
+    # half of the time.
+    mixed = tuple((1800.0, 0.03 if i % 2 else 0.3, 1.0) for i in range(20))
+    link = Estimates(0.25e6, 0.04, 0.0, 1.0, 0.0, transfers=mixed)
+    for i in range(4):  # the frame interval is learnt
+        controller.decide(0.2 * i, link)
+    split = profile["layer2/bn/entropy"]
+    assert controller.hedge_for(split, link).name == "local@192"
+    assert controller._score(split, link) is not None
+    assert controller.decide(0.8, link).name == "layer2/bn/entropy"
+
+
+def test_a_local_model_that_misses_more_often_than_not_is_left_at_once_for_a_better_link():
+    """shapes_fcos at 16x, 100 ms: the exit is in time on a quarter of its frames.  Once the link scores
+    better again, held for the 2 s hysteresis the exit missed ten frames in a row."""
+    profile = Profile.load(PROFILES / "shapes_fcos.json").scaled(16)
+    controller = AdaptiveController(profile, deadline_ms=100, hedge=False)
+    slow = Estimates(0.2e6, 0.04, 0.0, 1.0, 0.0, transfers=tuple((3000.0, 0.3, 1.0) for _ in range(25)))
+    for i in range(3):
+        on_exit = controller.decide(0.2 * i, slow)
+    assert on_exit.name == "exit@features.6"
+    assert controller._p_local(profile["exit@features.6"], slow) < 0.5  # the premise
+    good = Estimates(5e6, 0.04, 0.005, 1.0, 0.0, transfers=tuple((3000.0, 0.01, 1.0) for _ in range(25)))
+    decision = controller.decide(0.6, good)
+    assert decision.config is not None and decision.config.config.remote, decision.reason
+    assert decision.reason.startswith("step down"), decision.reason

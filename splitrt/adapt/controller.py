@@ -339,12 +339,36 @@ class AdaptiveController:
         return stable * (1.0 + STABLE_MARGIN) + transfer * (1.0 + self.margin) <= budget
 
     def hedge_for(self, entry: ConfigProfile, est: Estimates) -> ConfigProfile | None:
-        """The most accurate local configuration the device can run after ``entry``'s head in time."""
-        if not self.hedge:
+        """The local configuration to run after ``entry``'s head: the one whose hedged frame scores best.
+
+        Judged by the whole frame (the answer's chance, the local result when it misses, how long
+        the edge is held), not by the local model alone (`best_hedge`, the static baselines' rule):
+        alone, the slowest and most accurate model that fits the deadline wins, and with a deadline
+        three frame intervals long that was a model slower than the interval, within MIN_GAIN of the
+        split itself, so the split was not worth sending and a JPEG went out instead (1.4 mAP lost).
+        """
+        if not self.hedge or not entry.config.remote:
             return None
-        return best_hedge(
+        default = best_hedge(
             self.profile, entry, self.budget_ms, est.device_load, self._interval_ms(), self.predict_ms(entry, est)
         )
+        if default is None:
+            return None
+        best, best_score = default, self._scored_with(entry, default, est)
+        for local in self.profile.local_configs():
+            if local.name == default.name or hedge_in_time(entry, local, self.budget_ms, est.device_load) <= 0:
+                continue
+            score = self._scored_with(entry, local, est)
+            if score is not None and (best_score is None or score > best_score):
+                best, best_score = local, score
+        return best
+
+    def _scored_with(self, entry: ConfigProfile, hedge: ConfigProfile, est: Estimates) -> float | None:
+        """The score of a frame run with ``entry`` hedged with ``hedge`` (None: the link adds too little)."""
+        score = self._hedged_score(entry, hedge, est)
+        if score is None:
+            return None
+        return score * sustained(self._busy_ms(entry, hedge, None, est), self._interval_ms())
 
     def late_fallback_for(self, entry: ConfigProfile, est: Estimates) -> ConfigProfile | None:
         """Unhedged: the fastest local configuration that still fits after the head (the longest wait)."""
@@ -681,6 +705,11 @@ class AdaptiveController:
             # later: held for the hysteresis, it missed frame after frame (and forced catch-up skips)
             # while a better choice was known.  A margin, so that a near tie does not flip every frame.
             return True
+        if not current.config.remote and best_score > score + MIN_GAIN and self._p_local(current, est) < UNKNOWN_P:
+            # A local model that misses its deadline more often than not is no place to hold on to: held
+            # for the hysteresis, a slow device's exit (in time on a quarter of its frames) kept the edge
+            # off a link that had recovered for 2 s at a time (ATT-LTE-driving-2016, 100 ms/16x).
+            return True
         if current.config.remote and not best.config.remote and best_score > score:
             # A local model that may itself miss is no safe move: only a clear gain is worth leaving the
             # link at once for (a near tie flips with every noisy head time and the link goes unmeasured).
@@ -774,7 +803,12 @@ class AdaptiveController:
         # Only a configuration that would beat the current one on a good link is worth the try.
         here = 0.0 if self.skipping else (self._score(current, est) or 0.0)
         candidates = [
-            c for c in self.profile.configs if c.config.remote and c.map > here + MIN_GAIN and self._fits(c, fast_link)
+            c
+            for c in self.profile.configs
+            if c.config.remote
+            and c.map > here + MIN_GAIN
+            and self._fits(c, fast_link)
+            and self._answerable(c, est)
         ]
         if not candidates:
             return None
@@ -788,6 +822,17 @@ class AdaptiveController:
         self.skipping = False
         self._explore_left = EXPLORE_FRAMES - 1  # one frame says little: a few in a row
         return self._switch(choice, self.predict_ms(choice, est), "explore: is the link better now?", now_s, est)
+
+    def _answerable(self, entry: ConfigProfile, est: Estimates) -> bool:
+        """Whether ``entry``'s answer can come, over an instant link, while the edge waits for it.
+
+        A hedged frame waits one frame interval when frames come faster than the deadline: a try
+        of the link with a head as long as the interval was never answered in time, every try
+        failed, and a Pi at 2x stayed on its exit (600 ms: 11.7 mAP in time against 13.0)."""
+        hedge = self.hedge_for(entry, est)
+        wait = self._answer_wait_ms() if hedge is not None and not prefers_local(entry, hedge) else self.budget_ms
+        stable, _ = self._parts_ms(entry, self._hopeful(est))
+        return stable * (1.0 + STABLE_MARGIN) <= wait
 
     def probe_due(self, now_s: float) -> bool:
         """Ping the server now and then: while local or skipping, is the link (back) up?  On the link,

@@ -15,6 +15,7 @@ import csv
 import json
 import math
 import platform
+import re
 import statistics
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -181,18 +182,39 @@ CSV_REQUIRED = ("configuration", "head_ms", "tail_ms", "bytes", "map")
 CSV_OPTIONAL = ("head_p95_ms", "bytes_p95", "after_shared_ms", "shares_input_with")
 
 
+#: Other names a published table gives a column (after `_column`'s normalisation).
+CSV_ALIASES = {"accuracy": "map", "acc": "map", "map_pct": "map", "size_bytes": "bytes", "payload_bytes": "bytes"}
+
+
+def _column(header: str) -> str:
+    """A header as this schema names it: "Head (ms)", "head ms" and "head_ms" are one column; so are
+    "mAP", "accuracy" and "map"."""
+    key = re.sub(r"[^a-z0-9]+", "_", header.strip().lower().replace("(ms)", "ms")).strip("_")
+    return CSV_ALIASES.get(key, key)
+
+
 def _csv_profile(text: str, name: str) -> Profile:
-    rows = list(csv.DictReader(line for line in text.splitlines() if line.strip() and not line.startswith("#")))
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    rows = [{_column(k): v for k, v in row.items() if k is not None} for row in csv.DictReader(lines)]
     if not rows:
         raise ValueError(f"{name}: no rows (expected a header {','.join(CSV_REQUIRED)} and one row per configuration)")
     missing = [c for c in CSV_REQUIRED if c not in rows[0]]
     if missing:
         raise ValueError(f"{name}: missing column(s) {', '.join(missing)}; required: {', '.join(CSV_REQUIRED)}")
+    # Accuracy as a fraction (0.213) or in percent (21.3): the controller's margins are in mAP points,
+    # and read as fractions every configuration would look worth less than the least gain it acts on.
+    try:
+        accuracies = [float(row["map"]) for row in rows]
+    except (TypeError, ValueError):
+        accuracies = []
+    scale = 100.0 if accuracies and max(accuracies) <= 1.0 else 1.0
     configs = []
     for number, row in enumerate(rows, 2):
         try:
             config = parse_configuration(row["configuration"].strip())
-            head, nbytes = float(row["head_ms"]), float(row["bytes"])
+            # A local configuration sends nothing: its bytes and tail may be left blank.
+            head = float(row["head_ms"])
+            nbytes = float(row["bytes"]) if config.remote or (row["bytes"] or "").strip() else 0.0
             after = (row.get("after_shared_ms") or "").strip()
             entry = ConfigProfile(
                 config=config,
@@ -201,7 +223,7 @@ def _csv_profile(text: str, name: str) -> Profile:
                 bytes_mean=nbytes if config.remote else 0.0,
                 bytes_p95=float(row.get("bytes_p95") or nbytes) if config.remote else 0.0,
                 tail_ms=float(row["tail_ms"]) if config.remote else 0.0,
-                map=float(row["map"]),
+                map=float(row["map"]) * scale,
                 shares_input_with=[s for s in (row.get("shares_input_with") or "").split(";") if s],
                 after_shared_ms=float(after) if after else None,
             )
@@ -213,7 +235,8 @@ def _csv_profile(text: str, name: str) -> Profile:
     names = [c.name for c in configs]
     if len(set(names)) != len(names):
         raise ValueError(f"{name}: a configuration appears twice")
-    return Profile(Path(name).stem, "csv", {"source": "csv", "file": name}, 0, configs)
+    device = {"source": "csv", "file": name, **({"map_scaled_from_fraction": True} if scale != 1.0 else {})}
+    return Profile(Path(name).stem, "csv", device, 0, configs)
 
 
 def parse_configuration(name: str) -> Configuration:
