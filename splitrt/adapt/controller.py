@@ -40,7 +40,9 @@ width changes (a split change also moves work between device and server).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from .calibration import OnlineCalibration
 from .estimators import Estimates, p_within
@@ -303,6 +305,8 @@ class AdaptiveController:
         self._last_capture: float | None = None
         self._interval_s: float | None = None
         self.calibration = OnlineCalibration()
+        #: Scores and hedges already worked out for the decision under way (None between decisions).
+        self._memo: dict[tuple, tuple[Estimates, Any]] | None = None
 
     # -- prediction ------------------------------------------------------------------------
     def predict_ms(self, entry: ConfigProfile, est: Estimates) -> float:
@@ -347,13 +351,20 @@ class AdaptiveController:
         three frame intervals long that was a model slower than the interval, within MIN_GAIN of the
         split itself, so the split was not worth sending and a JPEG went out instead (1.4 mAP lost).
         """
+        return self._hedge_choice(entry, est)[0]
+
+    def _hedge_choice(self, entry: ConfigProfile, est: Estimates) -> tuple[ConfigProfile | None, float | None]:
+        """(``hedge_for``'s choice, the score of a frame hedged with it: None if the link adds too little)."""
         if not self.hedge or not entry.config.remote:
-            return None
+            return None, None
+        return self._memoized("hedge", entry, est, lambda: self._pick_hedge(entry, est))
+
+    def _pick_hedge(self, entry: ConfigProfile, est: Estimates) -> tuple[ConfigProfile | None, float | None]:
         default = best_hedge(
             self.profile, entry, self.budget_ms, est.device_load, self._interval_ms(), self.predict_ms(entry, est)
         )
         if default is None:
-            return None
+            return None, None
         best, best_score = default, self._scored_with(entry, default, est)
         for local in self.profile.local_configs():
             if local.name == default.name or hedge_in_time(entry, local, self.budget_ms, est.device_load) <= 0:
@@ -361,7 +372,24 @@ class AdaptiveController:
             score = self._scored_with(entry, local, est)
             if score is not None and (best_score is None or score > best_score):
                 best, best_score = local, score
-        return best
+        return best, best_score
+
+    def _memoized(self, kind: object, entry: ConfigProfile, est: Estimates, compute: Callable[[], Any]) -> Any:
+        """``compute()``, once per decision for the same configuration, estimates and wait.
+
+        One decision scores every configuration several times over (the best, the current one, the
+        hysteresis, the catch-up lookahead), and each hedged score tries every local model as the
+        hedge: without this a decision took ten times as long, time the device does not have."""
+        memo = self._memo
+        if memo is None:
+            return compute()
+        key = (kind, entry.name, self._waited_ms, self._interval_s)
+        hit = memo.get(key)
+        if hit is not None and hit[0] is est:  # the very same estimates, kept alive by the memo
+            return hit[1]
+        value = compute()
+        memo[key] = (est, value)
+        return value
 
     def _scored_with(self, entry: ConfigProfile, hedge: ConfigProfile, est: Estimates) -> float | None:
         """The score of a frame run with ``entry`` hedged with ``hedge`` (None: the link adds too little)."""
@@ -388,6 +416,10 @@ class AdaptiveController:
 
     def p_in_time_raw(self, entry: ConfigProfile, est: Estimates, budget_ms: float | None = None) -> float | None:
         """``p_in_time`` before the recalibration."""
+        budget = self.budget_ms if budget_ms is None else budget_ms
+        return self._memoized(("p", budget), entry, est, lambda: self._p_raw(entry, est, budget))
+
+    def _p_raw(self, entry: ConfigProfile, est: Estimates, budget: float) -> float | None:
         stable, transfer = self._parts_ms(entry, est)
         if not math.isfinite(transfer):
             return 0.0
@@ -395,7 +427,6 @@ class AdaptiveController:
         # which already hold the spread of the network time (each is the round trip less the least
         # one).  Both made it under-confident (0.45 predicted, 0.63 observed at a 100 ms deadline).
         stable -= est.jitter_s * 1e3
-        budget = self.budget_ms if budget_ms is None else budget_ms
         head = entry.head_ms * est.device_load
         sigma = log_spread(entry)
         # The head time varies (lognormal, the profile's p95): average the link's chance over three
@@ -436,16 +467,19 @@ class AdaptiveController:
     def _score(self, entry: ConfigProfile, est: Estimates) -> float | None:
         """Expected mAP in time of a frame run with ``entry`` (None: not worth running), times the share
         of frames the edge keeps up with when each takes as long (``sustained``)."""
-        hedge = late = None
+        return self._memoized("score", entry, est, lambda: self._scored(entry, est))
+
+    def _scored(self, entry: ConfigProfile, est: Estimates) -> float | None:
+        late = None
+        hedge, score = self._hedge_choice(entry, est)
         if not entry.config.remote:
-            score: float | None = entry.map * self._p_local(entry, est)
-        elif (hedge := self.hedge_for(entry, est)) is not None:
-            score = self._hedged_score(entry, hedge, est)
-        else:
+            score = entry.map * self._p_local(entry, est)
+        elif hedge is None:
             score, late = self._unhedged(entry, est)
         if score is None:
             return None
-        score *= sustained(self._busy_ms(entry, hedge, late, est), self._interval_ms())
+        if hedge is None:  # a hedged frame's score already counts how long it holds the edge
+            score *= sustained(self._busy_ms(entry, None, late, est), self._interval_ms())
         return score if score >= MIN_GAIN else None
 
     def _hedged_score(self, entry: ConfigProfile, hedge: ConfigProfile, est: Estimates) -> float | None:
@@ -593,6 +627,13 @@ class AdaptiveController:
     # -- the decision ----------------------------------------------------------------------
     def decide(self, now_s: float, est: Estimates, waited_ms: float = 0.0) -> Decision:
         """The configuration for the next frame; ``waited_ms`` is how late it starts (queued behind others)."""
+        self._memo = {}
+        try:
+            return self._decide_and_catch_up(now_s, est, waited_ms)
+        finally:
+            self._memo = None
+
+    def _decide_and_catch_up(self, now_s: float, est: Estimates, waited_ms: float) -> Decision:
         decision = self._decide(now_s, est, waited_ms)
         if decision.config is not None and not decision.reason.startswith("explore") and self._catch_up(decision, est):
             return Decision(
@@ -688,7 +729,9 @@ class AdaptiveController:
         return self._decision(current, current_pred, f"hold (better: {best.name})", est)
 
     def _must_leave(self, current: ConfigProfile, best: ConfigProfile, est: Estimates) -> bool:
-        """Leave at once: the current choice is no longer worth running, or a safe move does better."""
+        """Leave at once: the current choice is no longer worth running, a safe move does better, or the
+        current local model keeps frames late (it falls behind the frames, or misses more often than
+        not) and another choice does better."""
         if self.objective != "accuracy":
             return not self._fits(current, est) or (
                 self.predict_ms(best, est) < self.predict_ms(current, est) and current.map < (self.accuracy_floor or 0)
@@ -698,17 +741,18 @@ class AdaptiveController:
             return True
         # Moves that cannot make a frame late happen at once when they are better: back to the
         # device, or to a remote choice with a local safety net (a hedge, or a late fallback that
-        # fits).  A move to a remote choice without one waits until it has looked better a while.
+        # fits).  A move to a remote choice without one waits until it has looked better a while,
+        # unless the local model it leaves keeps frames late anyway (the two rules just below).
         best_score = self._score(best, est) or 0.0
         if not current.config.remote and best_score > score + MIN_GAIN and self._falls_behind(current, est):
             # A local model that holds the edge longer than the frame interval starts every next frame
             # later: held for the hysteresis, it missed frame after frame (and forced catch-up skips)
             # while a better choice was known.  A margin, so that a near tie does not flip every frame.
             return True
-        if not current.config.remote and best_score > score + MIN_GAIN and self._p_local(current, est) < UNKNOWN_P:
+        if not current.config.remote and best_score > score + MIN_GAIN and self._mostly_late(current, est):
             # A local model that misses its deadline more often than not is no place to hold on to: held
-            # for the hysteresis, a slow device's exit (in time on a quarter of its frames) kept the edge
-            # off a link that had recovered for 2 s at a time (ATT-LTE-driving-2016, 100 ms/16x).
+            # for the hysteresis, a slow device's exit kept the edge off a link that had recovered for
+            # 2 s at a time (shapes_fcos, ATT-LTE-driving-2016 at 16x, 130 ms unhedged: 41.7 -> 45.4).
             return True
         if current.config.remote and not best.config.remote and best_score > score:
             # A local model that may itself miss is no safe move: only a clear gain is worth leaving the
@@ -742,6 +786,11 @@ class AdaptiveController:
         elif entry.config.remote and hedge is None and late is None and score is None:
             patience = self._long_shot_patience_ms()
         return Decision(entry, predicted, reason, hedge, p, late, score, patience, raw)
+
+    def _mostly_late(self, entry: ConfigProfile, est: Estimates) -> bool:
+        """Whether a local model started on time misses the deadline more often than not (judged by the
+        deadline, not this frame's budget: one late start says nothing about the model)."""
+        return p_device_within(entry.head_ms * est.device_load, log_spread(entry), self.deadline_ms) < UNKNOWN_P
 
     def _falls_behind(self, entry: ConfigProfile, est: Estimates) -> bool:
         """Whether frames run with ``entry`` each hold the edge longer than the frame interval."""
@@ -803,12 +852,7 @@ class AdaptiveController:
         # Only a configuration that would beat the current one on a good link is worth the try.
         here = 0.0 if self.skipping else (self._score(current, est) or 0.0)
         candidates = [
-            c
-            for c in self.profile.configs
-            if c.config.remote
-            and c.map > here + MIN_GAIN
-            and self._fits(c, fast_link)
-            and self._answerable(c, est)
+            c for c in self.profile.configs if c.config.remote and c.map > here + MIN_GAIN and self._fits(c, fast_link)
         ]
         if not candidates:
             return None
@@ -822,17 +866,6 @@ class AdaptiveController:
         self.skipping = False
         self._explore_left = EXPLORE_FRAMES - 1  # one frame says little: a few in a row
         return self._switch(choice, self.predict_ms(choice, est), "explore: is the link better now?", now_s, est)
-
-    def _answerable(self, entry: ConfigProfile, est: Estimates) -> bool:
-        """Whether ``entry``'s answer can come, over an instant link, while the edge waits for it.
-
-        A hedged frame waits one frame interval when frames come faster than the deadline: a try
-        of the link with a head as long as the interval was never answered in time, every try
-        failed, and a Pi at 2x stayed on its exit (600 ms: 11.7 mAP in time against 13.0)."""
-        hedge = self.hedge_for(entry, est)
-        wait = self._answer_wait_ms() if hedge is not None and not prefers_local(entry, hedge) else self.budget_ms
-        stable, _ = self._parts_ms(entry, self._hopeful(est))
-        return stable * (1.0 + STABLE_MARGIN) <= wait
 
     def probe_due(self, now_s: float) -> bool:
         """Ping the server now and then: while local or skipping, is the link (back) up?  On the link,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import platform
 import re
@@ -28,6 +29,8 @@ from ..codecs import get_codec
 from ..models import INPUT_SPLIT
 from ..models.base import SplitModel
 from ..outputs import progress_bar
+
+log = logging.getLogger("splitrt.adapt")
 
 LOCAL = "local"
 PROFILE_VERSION = 1
@@ -183,19 +186,25 @@ CSV_OPTIONAL = ("head_p95_ms", "bytes_p95", "after_shared_ms", "shares_input_wit
 
 
 #: Other names a published table gives a column (after `_column`'s normalisation).
-CSV_ALIASES = {"accuracy": "map", "acc": "map", "map_pct": "map", "size_bytes": "bytes", "payload_bytes": "bytes"}
+CSV_ALIASES = {"accuracy": "map", "acc": "map", "map_pct": "map", "payload_bytes": "bytes"}
 
 
 def _column(header: str) -> str:
     """A header as this schema names it: "Head (ms)", "head ms" and "head_ms" are one column; so are
-    "mAP", "accuracy" and "map"."""
-    key = re.sub(r"[^a-z0-9]+", "_", header.strip().lower().replace("(ms)", "ms")).strip("_")
+    "mAP", "accuracy" and "map".  Another unit ("Head (s)") stays in the name: a missing column, not
+    a silent factor of 1000."""
+    key = re.sub(r"[^a-z0-9]+", "_", header.strip().lower()).strip("_")
     return CSV_ALIASES.get(key, key)
 
 
 def _csv_profile(text: str, name: str) -> Profile:
-    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
-    rows = [{_column(k): v for k, v in row.items() if k is not None} for row in csv.DictReader(lines)]
+    lines = [line for line in text.lstrip("\ufeff").splitlines() if line.strip() and not line.startswith("#")]
+    reader = csv.DictReader(lines)
+    columns = [_column(c) for c in reader.fieldnames or [] if c and c.strip()]
+    twice = sorted({c for c in columns if columns.count(c) > 1})
+    if twice:
+        raise ValueError(f"{name}: column(s) {', '.join(twice)} given twice (headers are matched loosely)")
+    rows = [{_column(k): v for k, v in row.items() if k is not None} for row in reader]
     if not rows:
         raise ValueError(f"{name}: no rows (expected a header {','.join(CSV_REQUIRED)} and one row per configuration)")
     missing = [c for c in CSV_REQUIRED if c not in rows[0]]
@@ -208,10 +217,12 @@ def _csv_profile(text: str, name: str) -> Profile:
     except (TypeError, ValueError):
         accuracies = []
     scale = 100.0 if accuracies and max(accuracies) <= 1.0 else 1.0
+    if scale != 1.0:
+        log.warning("%s: every accuracy is at most 1: read as fractions and scaled to percent", name)
     configs = []
     for number, row in enumerate(rows, 2):
         try:
-            config = parse_configuration(row["configuration"].strip())
+            config = parse_configuration((row["configuration"] or "").strip())
             # A local configuration sends nothing: its bytes and tail may be left blank.
             head = float(row["head_ms"])
             nbytes = float(row["bytes"]) if config.remote or (row["bytes"] or "").strip() else 0.0
