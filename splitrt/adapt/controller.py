@@ -470,12 +470,13 @@ class AdaptiveController:
         return self._memoized("score", entry, est, lambda: self._scored(entry, est))
 
     def _scored(self, entry: ConfigProfile, est: Estimates) -> float | None:
-        late = None
-        hedge, score = self._hedge_choice(entry, est)
+        hedge = late = None
         if not entry.config.remote:
-            score = entry.map * self._p_local(entry, est)
-        elif hedge is None:
-            score, late = self._unhedged(entry, est)
+            score: float | None = entry.map * self._p_local(entry, est)
+        else:
+            hedge, score = self._hedge_choice(entry, est)
+            if hedge is None:
+                score, late = self._unhedged(entry, est)
         if score is None:
             return None
         if hedge is None:  # a hedged frame's score already counts how long it holds the edge
@@ -744,15 +745,17 @@ class AdaptiveController:
         # fits).  A move to a remote choice without one waits until it has looked better a while,
         # unless the local model it leaves keeps frames late anyway (the two rules just below).
         best_score = self._score(best, est) or 0.0
-        if not current.config.remote and best_score > score + MIN_GAIN and self._falls_behind(current, est):
-            # A local model that holds the edge longer than the frame interval starts every next frame
-            # later: held for the hysteresis, it missed frame after frame (and forced catch-up skips)
-            # while a better choice was known.  A margin, so that a near tie does not flip every frame.
-            return True
-        if not current.config.remote and best_score > score + MIN_GAIN and self._mostly_late(current, est):
-            # A local model that misses its deadline more often than not is no place to hold on to: held
-            # for the hysteresis, a slow device's exit kept the edge off a link that had recovered for
-            # 2 s at a time (shapes_fcos, ATT-LTE-driving-2016 at 16x, 130 ms unhedged: 41.7 -> 45.4).
+        if (
+            not current.config.remote
+            and best_score > score + MIN_GAIN
+            and (self._falls_behind(current, est) or self._mostly_late(current, est))
+        ):
+            # A local model that keeps frames late is no place to hold on to.  One that holds the edge
+            # longer than the frame interval starts every next frame later: held for the hysteresis, it
+            # missed frame after frame (and forced catch-up skips) while a better choice was known.  One
+            # that misses its deadline more often than not (a slow device's exit) kept the edge off a
+            # link that had recovered for 2 s at a time (shapes_fcos, ATT-LTE-driving-2016 at 16x, 130 ms
+            # unhedged: 41.7 -> 45.4).  A margin, so that a near tie does not flip every frame.
             return True
         if current.config.remote and not best.config.remote and best_score > score:
             # A local model that may itself miss is no safe move: only a clear gain is worth leaving the
