@@ -27,11 +27,11 @@ def test_turns_go_round_robin_and_full_queues_refuse_at_once():
         tasks = [asyncio.create_task(frame("flooder")) for _ in range(4)]
         await asyncio.sleep(0)
         with pytest.raises(Overloaded, match="per-client limit"):
-            await queue._acquire("flooder")
+            await queue.enter("flooder")
         tasks += [asyncio.create_task(frame("victim")) for _ in range(2)]
         await asyncio.sleep(0)
         with pytest.raises(Overloaded, match="--max-queue"):
-            await queue._acquire("third")
+            await queue.enter("third")
         assert queue.saturated
         gate.set()
         await asyncio.gather(first, *tasks)
@@ -71,9 +71,9 @@ def test_the_server_wide_budget_refuses_every_model():
     async def scenario():
         budget = ServerBudget(1)
         first, second = FairQueue("a", AdmissionLimits(), budget), FairQueue("b", AdmissionLimits(), budget)
-        await first._acquire("c")
+        await first.enter("c")
         with pytest.raises(Overloaded, match="max-queued-total"):
-            await second._acquire("c")
+            await second.enter("c")
 
     asyncio.run(scenario())
 

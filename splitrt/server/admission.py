@@ -66,13 +66,25 @@ class FairQueue:
     @asynccontextmanager
     async def slot(self, client: str) -> AsyncIterator[None]:
         """Hold a turn for one frame of ``client``; raises Overloaded at once when there is no room."""
-        await self._acquire(client)
+        if not self.try_enter():
+            await self.enter(client)
         try:
             yield
         finally:
-            self._release()
+            self.leave()
 
-    async def _acquire(self, client: str) -> None:
+    def try_enter(self) -> bool:
+        """Take a turn if one is free and nobody waits: the common case, with no coroutine to run.
+        False means `enter` decides (wait in line, or refuse)."""
+        if self.running < self.limits.concurrency and not self._waiting and not self.budget.full:
+            self.running += 1
+            self.budget.admitted += 1
+            return True
+        return False
+
+    async def enter(self, client: str) -> None:
+        """Take a turn for one frame of ``client``, waiting in line; raises Overloaded when there is no
+        room.  Every turn taken is given back with `leave`."""
         if self.budget.full:
             self._refuse(f"the server holds {self.budget.admitted} frames, its limit (--max-queued-total)")
         if self.running < self.limits.concurrency and not self._waiting:
@@ -92,10 +104,10 @@ class FairQueue:
         self.queued += 1
         self.budget.admitted += 1
         try:
-            await future  # resolved by _release with the turn already counted as running
+            await future  # resolved by leave with the turn already counted as running
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
-                self._release()  # the turn was granted just as the caller went away
+                self.leave()  # the turn was granted just as the caller went away
             else:
                 self._forget(client, future)
             raise
@@ -113,7 +125,8 @@ class FairQueue:
             if not queue:
                 del self._waiting[client]
 
-    def _release(self) -> None:
+    def leave(self) -> None:
+        """Give a turn back; the next waiting client (round robin) gets it."""
         self.running -= 1
         self.budget.admitted -= 1
         while self._waiting and self.running < self.limits.concurrency:

@@ -7,14 +7,33 @@ its split point, the codec family (``jpeg``, not ``jpeg:75``) and the gRPC statu
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
 
+@dataclass(frozen=True)
+class SplitSeries:
+    """The series of one model at one split point, looked up once (``labels()`` validates its values
+    and takes a lock on every call: per frame, on the event loop, that adds up)."""
+
+    decode: Histogram
+    queue: Histogram
+    tail: Histogram
+    frame_latency: Histogram
+    batch_size: Histogram
+    bytes_in: Counter
+
+
 class ServerMetrics:
-    """One registry per server instance (tests start several in one process)."""
+    """One registry per server instance (tests start several in one process).
+
+    Labelled series are cached per label values: the values come from what the server serves
+    (models, their split points, codec families), a bounded set, never from a client's raw text.
+    """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -47,6 +66,30 @@ class ServerMetrics:
         self.batch_size = Histogram(
             "splitrt_batch_size", "Frames per tail call", labels, buckets=_BATCH_BUCKETS, registry=self.registry
         )
+
+        self._split_series: dict[tuple[str, str], SplitSeries] = {}
+        self._requests: dict[tuple[str, str, str], Counter] = {}
+        self._in_flight: dict[str, Gauge] = {}
+
+    def split_series(self, model: str, split: str) -> SplitSeries:
+        series = self._split_series.get((model, split))
+        if series is None:
+            labelled = (self.decode, self.queue, self.tail, self.frame_latency, self.batch_size, self.bytes_in)
+            series = self._split_series[model, split] = SplitSeries(*(m.labels(model, split) for m in labelled))
+        return series
+
+    def requests_of(self, model: str, split: str, codec_family: str) -> Counter:
+        key = (model, split, codec_family)
+        counter = self._requests.get(key)
+        if counter is None:
+            counter = self._requests[key] = self.requests.labels(*key)
+        return counter
+
+    def in_flight_of(self, model: str) -> Gauge:
+        gauge = self._in_flight.get(model)
+        if gauge is None:
+            gauge = self._in_flight[model] = self.in_flight.labels(model)
+        return gauge
 
     def serve(self, host: str, port: int) -> int:
         """Start the /metrics endpoint; returns the bound port."""

@@ -6,7 +6,6 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -18,6 +17,11 @@ from ..models.spec import ModelSpec
 from ..wire.protocol import FrameRequest
 
 log = logging.getLogger("splitrt.server")
+
+
+class TailFailed(Exception):
+    """A frame that decoded but whose tail raised (the cause is chained): a fault of the server's
+    model, not of the frame, unlike a decoding error."""
 
 
 class RequestError(Exception):
@@ -102,19 +106,21 @@ class ServedModel:
             outputs = {k: _to_cpu(outputs[k]) for k in self.model.output_names}
         return outputs, start, time.perf_counter_ns()
 
-    def infer(
-        self, frame: FrameRequest, decoded: Callable[[], None] | None = None
-    ) -> tuple[dict[str, Tensor], int, int, int]:
+    def infer(self, frame: FrameRequest) -> tuple[dict[str, Tensor], int, int, int]:
         """Decode and run one frame on the calling worker: outputs, decode ns, tail start/end ns.
 
-        ``decoded`` is called between the two (the frame is valid from then on: its metrics count it).
+        A frame that fails to decode raises what the decoder raised; one whose tail fails raises
+        `TailFailed`, so that the caller can tell the two apart without a callback in between.
         """
         began = time.perf_counter_ns()
         features, meta = self.decode(frame)
         decode_ns = time.perf_counter_ns() - began
-        if decoded is not None:
-            decoded()
-        outputs, start, end = self.tail(features, meta, frame.split)
+        try:
+            outputs, start, end = self.tail(features, meta, frame.split)
+        except (CodecError, SplitError):
+            raise  # the frame's fault, found only by the tail
+        except Exception as exc:
+            raise TailFailed(str(exc)) from exc
         self.recent_job_s = (end - began) / 1e9
         return outputs, decode_ns, start, end
 

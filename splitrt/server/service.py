@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +32,7 @@ from ..wire.protocol import (
 )
 from .admission import AdmissionLimits, FairQueue, Overloaded, ServerBudget
 from .metrics import ServerMetrics
-from .repository import ModelRepository, RequestError, ServedModel
+from .repository import ModelRepository, RequestError, ServedModel, TailFailed
 from .security import RateLimiter, token_identity
 from .statistics import ModelBook
 
@@ -293,16 +292,19 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             raise RequestError(grpc.StatusCode.NOT_FOUND, self._unknown_version(served.name, request.model_version))
         if is_probe(request):  # an edge measuring its uplink: nothing to decode or run
             return pb.ModelInferResponse(model_name=served.name, id=request.id)
-        gauge = self.metrics.in_flight.labels(served.name)
+        queue = self.queue(served.name)
+        if not queue.try_enter():  # a turn free at once is the common case: no coroutine for it
+            try:
+                await queue.enter(client)
+            except Overloaded as exc:
+                raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"frame {clip(request.id)}: {exc}") from None
+        gauge = self.metrics.in_flight_of(served.name)
+        gauge.inc()
         try:
-            async with self.queue(served.name).slot(client):
-                gauge.inc()
-                try:
-                    return await self._run(request, served, arrival)
-                finally:
-                    gauge.dec()
-        except Overloaded as exc:
-            raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"frame {clip(request.id)}: {exc}") from None
+            return await self._run(request, served, arrival)
+        finally:
+            gauge.dec()
+            queue.leave()
 
     async def _run(self, request, served, arrival: int) -> pb.ModelInferResponse:
         try:
@@ -318,10 +320,18 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 since = time.perf_counter_ns()
         except Exception:
             book.failed(time.perf_counter_ns() - arrival)
+            for frame in frames[: len(done)]:  # a plain client's batch: the images that did run count
+                self._count_decoded(served.name, frame)
             raise
         began = time.perf_counter_ns()
-        outputs = done[0].outputs if len(done) == 1 else stack_batch([d.outputs for d in done])
-        decode_ns, waited, tail_ns = (sum(getattr(d, k) for d in done) for k in ("decode_ns", "waited_ns", "tail_ns"))
+        if len(done) == 1:
+            first = done[0]
+            outputs, decode_ns, waited, tail_ns = first.outputs, first.decode_ns, first.waited_ns, first.tail_ns
+        else:
+            outputs = stack_batch([d.outputs for d in done])
+            decode_ns, waited, tail_ns = (
+                sum(getattr(d, k) for d in done) for k in ("decode_ns", "waited_ns", "tail_ns")
+            )
         timings = {
             DECODE_US: decode_ns // 1000,
             QUEUE_US: waited // 1000,
@@ -341,47 +351,53 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         book = self.statistics[model]
         share = len(done)  # a plain client's batch: each image gets its share of the request's time
         for frame, d in zip(frames, done, strict=True):
-            labels = (model, frame.split)
-            self.metrics.decode.labels(*labels).observe(d.decode_ns / 1e9)
-            self.metrics.queue.labels(*labels).observe(d.waited_ns / 1e9)
-            self.metrics.tail.labels(*labels).observe(d.tail_ns / 1e9)
-            self.metrics.frame_latency.labels(*labels).observe(total_ns / 1e9 / share)
-            self.metrics.batch_size.labels(*labels).observe(d.batch_size)
+            self._count_decoded(model, frame)
+            series = self.metrics.split_series(model, frame.split)
+            series.decode.observe(d.decode_ns / 1e9)
+            series.queue.observe(d.waited_ns / 1e9)
+            series.tail.observe(d.tail_ns / 1e9)
+            series.frame_latency.observe(total_ns / 1e9 / share)
+            series.batch_size.observe(d.batch_size)
             book.answered(total_ns // share, d.waited_ns, d.decode_ns, d.tail_ns, output_ns // share, d.batch_size)
 
     async def _run_frame(self, request, frame: FrameRequest, served: ServedModel, arrival: int) -> FrameDone:
-        loop = asyncio.get_running_loop()
-        decoded = threading.Event()
-
-        def count_decoded() -> None:
-            # Labelled only once decoded: split and codec are then known values, not whatever a client sent.
-            decoded.set()
-            self.metrics.requests.labels(served.name, frame.split, codec_family(frame.codec)).inc()
-            self.metrics.bytes_in.labels(served.name, frame.split).inc(len(frame.payload))
-
         try:
             if served.batcher is None and self._runs_inline(served):
-                outputs, decode_ns, start, end = served.infer(frame, count_decoded)
+                outputs, decode_ns, start, end = served.infer(frame)
                 batch_size = 1
             elif served.batcher is None:  # decode and tail in one job: two thread hops fewer per frame
-                outputs, decode_ns, start, end = await loop.run_in_executor(
-                    served.tail_worker, served.infer, frame, count_decoded
+                outputs, decode_ns, start, end = await asyncio.get_running_loop().run_in_executor(
+                    served.tail_worker, served.infer, frame
                 )
                 batch_size = 1
             else:  # decoded apart, so that frames decode while a batch runs
-                (features, meta), decode_ns = await loop.run_in_executor(self.decode_pool, _timed, served.decode, frame)
-                count_decoded()
-                outputs, start, end, batch_size = await served.batcher.submit(features, meta, frame.split)
+                (features, meta), decode_ns = await asyncio.get_running_loop().run_in_executor(
+                    self.decode_pool, _timed, served.decode, frame
+                )
+                try:
+                    outputs, start, end, batch_size = await served.batcher.submit(features, meta, frame.split)
+                except _BAD_INPUT:
+                    raise
+                except Exception as exc:
+                    raise TailFailed(str(exc)) from exc
         except _BAD_INPUT as exc:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"frame {clip(request.id)}: {exc}") from None
-        except Exception as exc:  # a tail failure must not take the server down
-            if not decoded.is_set():
-                raise  # a fault in decoding: reported as such (INTERNAL, with its type) by _refusal
-            log.exception("tail of %s failed on frame %s", served.name, clip(request.id))
+        except TailFailed as exc:  # a tail failure must not take the server down; the frame itself was valid
+            self._count_decoded(served.name, frame)
+            log.error("tail of %s failed on frame %s", served.name, clip(request.id), exc_info=exc.__cause__)
             raise RequestError(grpc.StatusCode.INTERNAL, f"frame {clip(request.id)}: tail failed: {exc}") from None
+        # Any other exception is a fault in decoding: reported as such (INTERNAL, with its type) by _refusal.
+        # A frame answered is counted in the request metrics by _account, once its answer is on its way.
+
         # decode: the decoding work itself; queue: every wait before the tail started (a turn, thread hops).
         waited = max(0, start - arrival - decode_ns)
         return FrameDone(outputs, decode_ns, waited, end - start, batch_size)
+
+    def _count_decoded(self, model: str, frame: FrameRequest) -> None:
+        """A decoded frame in the request metrics: labelled only once decoded, when its split and codec are
+        known values rather than whatever a client sent."""
+        self.metrics.requests_of(model, frame.split, codec_family(frame.codec)).inc()
+        self.metrics.split_series(model, frame.split).bytes_in.inc(len(frame.payload))
 
     def _runs_inline(self, served: ServedModel) -> bool:
         """Whether this frame decodes and runs its tail on the event loop itself, not on a worker.

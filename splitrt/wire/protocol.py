@@ -270,18 +270,19 @@ def _read_meta(params: dict[str, object]) -> FrameMeta:
 def build_response(
     model: str, frame_id: str, outputs: dict[str, Tensor], timings_us: dict[str, int]
 ) -> pb.ModelInferResponse:
+    # Built on the event loop for every frame: as few calls per output as will do.
     response = pb.ModelInferResponse(model_name=model, model_version="1", id=frame_id)
+    tensors, contents = response.outputs, response.raw_output_contents
     for name, value in outputs.items():
-        value = value.detach().cpu()
         if value.dtype not in _DATATYPES:
             value = value.float()
         datatype, code = _DATATYPES[value.dtype]
-        tensor = response.outputs.add()
-        tensor.name, tensor.datatype = name, datatype
-        tensor.shape.extend(value.shape)
-        response.raw_output_contents.append(value.contiguous().numpy().astype(code, copy=False).tobytes())
+        tensors.add(name=name, datatype=datatype, shape=value.shape)
+        # numpy(force=True): detached and on the CPU; tobytes() writes C order whatever the strides.
+        contents.append(value.numpy(force=True).astype(code, copy=False).tobytes())
+    params = response.parameters
     for key, micros in timings_us.items():
-        _set_param(response.parameters, key, int(micros))
+        params[key].int64_param = int(micros)
     return response
 
 
