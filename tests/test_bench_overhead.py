@@ -23,4 +23,5 @@ def test_bench_overhead_compares_splitrt_with_a_bare_stream(tmp_path, capsys):
     assert hop["work_ms"] > 1 and hop["p50_ms"] >= hop["work_ms"]
     floor = result["bare_with_tail"]  # the same frames' decode and tail, inline on a bare stream
     assert floor["frames"] == 24 and 0 < floor["over_work_p50_ms"] <= floor["over_work_p99_ms"]
+    assert 0 < floor["with_head_over_work_p50_ms"] <= floor["with_head_over_work_p99_ms"]
     assert "bare grpc.aio stream" in capsys.readouterr().out
