@@ -8,9 +8,10 @@ One run measures, in turn and on the same loopback:
   ``window`` frames in flight, for each thread setting;
 * a bare ``grpc.aio`` bidirectional stream (raw bytes, an echo server in its own process)
   with splitrt's own request and response sizes;
-* the floor: the same bare stream whose server decodes and runs each frame's tail inline with
-  splitrt's own code, and whose client computes the same head and encode between frames (as
-  an edge does; the server then waits idle, and waking it costs more than in a tight loop).
+* the floor: the same bare stream whose server decodes, runs each frame's tail and builds its
+  answer inline with splitrt's own code, and whose client computes the same head and encode
+  between frames (as an edge does; the server then waits idle, and waking it costs more than
+  in a tight loop).
 
 Overhead per frame = end-to-end latency at 1 in flight minus the compute the server and
 edge report for that very frame (head, encode, decode, tail).  It contains everything
@@ -87,40 +88,41 @@ def serve_echo(port: int, response_bytes: int, work_ms: float = 0.0) -> None:
     _serve_stream(port, stream)
 
 
-def serve_tail_echo(port: int, response_bytes: int, model: str) -> None:
+def serve_tail_echo(port: int, model: str) -> None:
     """A bare grpc.aio stream that does a splitrt frame's real work inline: each message is parsed as
     a ModelInferRequest, decoded and run through the tail (splitrt's own decode and tail code, with
-    the server's default thread count), and answered with ``response_bytes`` bytes whose first 8
-    say how many ns the decode and the tail took, measured as splitrt's server measures them.  What
-    is left of a round trip, less that work, is the floor of any Python gRPC server that runs this
-    model on its event loop: no admission, metrics or timings, no response to build."""
-    import struct
-
+    the server's default thread count), and answered with the detections as splitrt's server sends
+    them (a ModelStreamInferResponse carrying the decode and tail times).  What is left of a round
+    trip, less that work, is the floor of any Python gRPC server that runs this model on its event
+    loop and sends its answers: no admission, metrics or bookkeeping."""
     from ..models.spec import parse_model_flag
     from ..server.repository import ServedModel
     from ..threads import apply_threads, server_threads
     from ..wire import kserve_v2_pb2 as pb
-    from ..wire.protocol import parse_request
+    from ..wire.protocol import DECODE_US, TAIL_US, build_response, parse_request
 
     apply_threads(server_threads(1))  # the server's default for one instance
     served = ServedModel(parse_model_flag(model), "cpu")
-    padding = b"\0" * max(0, response_bytes - 8)
 
     async def stream(request_iterator, context):
         async for raw in request_iterator:
-            _, decode_ns, start, end = served.infer(parse_request(pb.ModelInferRequest.FromString(raw)))
-            yield struct.pack("<q", decode_ns + end - start) + padding
+            request = pb.ModelInferRequest.FromString(raw)
+            outputs, decode_ns, start, end = served.infer(parse_request(request))
+            timings = {DECODE_US: decode_ns // 1000, TAIL_US: (end - start) // 1000}
+            answer = build_response(served.name, request.id, outputs, timings)
+            yield pb.ModelStreamInferResponse(infer_response=answer).SerializeToString()
 
     _serve_stream(port, stream)
 
 
 async def _bare_tail_run(address: str, messages: list[bytes], before_each=None) -> list[float]:
-    """Per message, one at a time: the round trip less the work the server reported (ms).
+    """Per message, one at a time: the round trip less the decode and tail the server reported (ms).
 
     ``before_each(i)`` runs before message ``i`` is sent, untimed (an edge's head and encode)."""
-    import struct
-
     import grpc
+
+    from ..wire import kserve_v2_pb2 as pb
+    from ..wire.protocol import DECODE_US, TAIL_US
 
     async with grpc.aio.insecure_channel(address) as channel:
         call = channel.stream_stream(ECHO_METHOD)()
@@ -130,16 +132,15 @@ async def _bare_tail_run(address: str, messages: list[bytes], before_each=None) 
                 before_each(i)
             began = time.perf_counter()
             await call.write(message)
-            answer = await call.read()
-            work_ms = struct.unpack("<q", answer[:8])[0] / 1e6
-            over.append((time.perf_counter() - began) * 1e3 - work_ms)
+            params = pb.ModelStreamInferResponse.FromString(await call.read()).infer_response.parameters
+            ended = time.perf_counter()
+            work_ms = (params[DECODE_US].int64_param + params[TAIL_US].int64_param) / 1e3
+            over.append((ended - began) * 1e3 - work_ms)
         await call.done_writing()
     return over
 
 
-def bare_stream_with_tail(
-    model: str, split: str, codec: str, frames: int, response_bytes: int, rounds: int = 2
-) -> dict[str, float]:
+def bare_stream_with_tail(model: str, split: str, codec: str, frames: int, rounds: int = 2) -> dict[str, float]:
     """The bare stream doing the frames' real decode and tail inline: round trip over that work (ms),
     with the messages sent back to back, and with the edge's real head and encode computed (untimed)
     before each one, as a split pipeline does.
@@ -157,7 +158,7 @@ def bare_stream_with_tail(
     port = free_port()
     address = f"127.0.0.1:{port}"
     apply_threads(edge_threads(address, 1))  # the edge's default at one frame in flight
-    code = f"from splitrt.bench.overhead import serve_tail_echo; serve_tail_echo({port}, {response_bytes}, {model!r})"
+    code = f"from splitrt.bench.overhead import serve_tail_echo; serve_tail_echo({port}, {model!r})"
     server = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
 
     def head(i: int) -> None:
@@ -345,7 +346,7 @@ def run(
     # The same frames' real decode and tail inline on a bare stream, and with the edge's head between
     # frames: splitrt's default path without splitrt (the caches a tail leaves cold, and waking the
     # idle side, are in this floor too).
-    with_tail = bare_stream_with_tail(model, split, codec, frames, response_bytes or 300, rounds=max(2, rounds))
+    with_tail = bare_stream_with_tail(model, split, codec, frames, rounds=max(2, rounds))
     return {
         "benchmark": "overhead",
         "model": model,
@@ -428,8 +429,9 @@ def format_table(result: dict[str, Any]) -> str:
         f"grpc.aio stream with the same sizes: {b1['p50_ms']:.2f} ms p50 round trip at 1 in flight, "
         f"{bare[w]['fps']:.0f} msg/s at {window}; with one worker-thread hop around a "
         f"{hop['work_ms']:.1f} ms job: {hop['over_work_p50_ms']:.2f} ms over the job; doing the frames' own "
-        f"decode and tail inline: {with_tail['over_work_p50_ms']:.2f} ms over that work with frames sent back to "
-        f"back, {floor:.2f} ms with the edge's head and encode computed before each frame (the floor)",
+        f"decode, tail and answer inline: {with_tail['over_work_p50_ms']:.2f} ms over decode and tail with "
+        f"frames sent back to back, {floor:.2f} ms with the edge's head and encode computed before each "
+        "frame (the floor)",
         f"{'setting':<26} {'threads':>7} {'e2e@1':>6} {'overhead':>8} {'vs bare':>7} {'- floor':>7} {'threads':>7} "
         f"{'e2e@' + w:>6} {'fps@' + w:>6} {'bound':>6} {'of bound':>8}",
     ]
@@ -445,7 +447,7 @@ def format_table(result: dict[str, Any]) -> str:
     lines.append(
         "threads: server/edge torch threads; e2e: p50 ms end to end; overhead: e2e@1 minus the head, encode, "
         "decode and tail of that frame;\n- floor: what splitrt adds over a bare grpc.aio stream doing the same "
-        "decode and tail inline, its client computing the same head and encode between frames;\n"
+        "decode, tail and answer inline, its client computing the same head and encode between frames;\n"
         "bound: frames/s the slower side (edge or server) allows when the two work at once (components timed "
         "in one process with the same threads)"
     )
