@@ -64,7 +64,9 @@ def test_a_fault_while_decoding_is_not_called_a_tail_failure(service_and_request
     assert _requests_counted(service) == 0
 
 
-@pytest.mark.parametrize("inline_ms, on_loop", [(50.0, True), (0.0, False)], ids=["inline", "inline off"])
+# "Short enough" is generous here: on a loaded CI machine the tiny model's frame can take longer than
+# the server's default 50 ms, and what is under test is the mechanism, not that threshold.
+@pytest.mark.parametrize("inline_ms, on_loop", [(10_000.0, True), (0.0, False)], ids=["inline", "inline off"])
 def test_with_one_instance_short_frames_run_on_the_event_loop(service_and_request, monkeypatch, inline_ms, on_loop):
     """The first frame (cost unknown) runs on a worker; later ones on the loop when short enough."""
     _, served, request = service_and_request
