@@ -66,8 +66,7 @@ class FairQueue:
     @asynccontextmanager
     async def slot(self, client: str) -> AsyncIterator[None]:
         """Hold a turn for one frame of ``client``; raises Overloaded at once when there is no room."""
-        if not self.try_enter():
-            await self.enter(client)
+        await self.enter(client)
         try:
             yield
         finally:
@@ -87,9 +86,7 @@ class FairQueue:
         room.  Every turn taken is given back with `leave`."""
         if self.budget.full:
             self._refuse(f"the server holds {self.budget.admitted} frames, its limit (--max-queued-total)")
-        if self.running < self.limits.concurrency and not self._waiting:
-            self.running += 1
-            self.budget.admitted += 1
+        if self.try_enter():
             return
         mine = self._waiting.get(client)
         if self.queued >= self.limits.max_queued:
