@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -115,10 +116,11 @@ def serve_tail_echo(port: int, model: str) -> None:
     _serve_stream(port, stream)
 
 
-async def _bare_tail_run(address: str, messages: list[bytes], before_each=None) -> list[float]:
+async def _bare_tail_run(address: str, count: int, message_for: Callable[[int], bytes]) -> list[float]:
     """Per message, one at a time: the round trip less the decode and tail the server reported (ms).
 
-    ``before_each(i)`` runs before message ``i`` is sent, untimed (an edge's head and encode)."""
+    ``message_for(i)`` gives message ``i``, untimed (a stored one, or an edge's head and encode run
+    there and then)."""
     import grpc
 
     from ..wire import kserve_v2_pb2 as pb
@@ -127,9 +129,8 @@ async def _bare_tail_run(address: str, messages: list[bytes], before_each=None) 
     async with grpc.aio.insecure_channel(address) as channel:
         call = channel.stream_stream(ECHO_METHOD)()
         over = []
-        for i, message in enumerate(messages):
-            if before_each is not None:
-                before_each(i)
+        for i in range(count):
+            message = message_for(i)
             began = time.perf_counter()
             await call.write(message)
             params = pb.ModelStreamInferResponse.FromString(await call.read()).infer_response.parameters
@@ -154,24 +155,24 @@ def bare_stream_with_tail(model: str, split: str, codec: str, frames: int, round
 
     pipeline = FramePipeline(parse_model_flag(model), split, codec)
     images = _frames(frames)
-    messages = [pipeline.prepare(image).request.SerializeToString() for image in images]
+    messages = [pipeline.prepare(image).request.SerializeToString() for image in images]  # back to back
     port = free_port()
     address = f"127.0.0.1:{port}"
     apply_threads(edge_threads(address, 1))  # the edge's default at one frame in flight
     code = f"from splitrt.bench.overhead import serve_tail_echo; serve_tail_echo({port}, {model!r})"
     server = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
 
-    def head(i: int) -> None:
-        pipeline.prepare(images[i])
+    def head_and_encode(i: int) -> bytes:
+        return pipeline.prepare(images[i]).request.SerializeToString()
 
     try:
         server.stdout.readline()  # "ready"
-        asyncio.run(_bare_tail_run(address, messages[:10], head))  # warm-up
+        asyncio.run(_bare_tail_run(address, min(10, frames), head_and_encode))  # warm-up
         back_to_back: list[float] = []
         with_head: list[float] = []
         for _ in range(rounds):  # interleaved: a busy spell on a shared machine hits both alike
-            back_to_back += asyncio.run(_bare_tail_run(address, messages))
-            with_head += asyncio.run(_bare_tail_run(address, messages, head))
+            back_to_back += asyncio.run(_bare_tail_run(address, frames, messages.__getitem__))
+            with_head += asyncio.run(_bare_tail_run(address, frames, head_and_encode))
         return {
             "frames": len(messages),
             "over_work_p50_ms": percentile(back_to_back, 50),
