@@ -366,3 +366,26 @@ def test_a_local_model_that_misses_more_often_than_not_is_left_at_once_for_a_bet
     decision = controller.decide(0.6, good)
     assert decision.config is not None and decision.config.config.remote, decision.reason
     assert decision.reason.startswith("step down"), decision.reason
+
+
+def test_a_smaller_payload_at_the_same_split_is_taken_at_once_and_a_larger_one_waits():
+    """Like an ABR player: stepping down in size cannot make a frame later than holding on, so it is not
+    held for the hysteresis (shapes_fcos at 16x, 100 ms: JPEG q90 held at p 0.03 for 2 s while q50 scored
+    better); stepping back up still waits, so a noisy link does not flip the choice every frame."""
+    configs = [
+        entry("input", "jpeg:90", 3.0, 7500, 30.0, 72.0),
+        entry("input", "jpeg:50", 3.0, 2600, 30.0, 62.0),
+    ]
+    profile = Profile("jpeg-only", "0" * 16, {"kind": "hand-made for tests"}, 0, configs)
+    controller = AdaptiveController(profile, deadline_ms=150, hedge=False)
+
+    def link(bps: float) -> Estimates:
+        transfers = tuple((n, n * 8 / bps, 1.0) for n in (7500.0, 2600.0) * 10)
+        return Estimates(bps, 0.04, 0.0, 1.0, 0.0, transfers=transfers)
+
+    for i in range(4):
+        assert controller.decide(0.2 * i, link(8e6)).name == "offload/jpeg:90"
+    slow = controller.decide(0.8, link(0.7e6))  # q90 now takes ~86 ms on the wire, q50 ~30
+    assert slow.name == "offload/jpeg:50" and slow.reason.startswith("step down"), slow.reason
+    back = controller.decide(1.0, link(8e6))
+    assert back.name == "offload/jpeg:50" and back.reason.startswith("hold"), back.reason
