@@ -661,8 +661,8 @@ class AdaptiveController:
         split frame held the edge about 200 ms, every frame started 90 ms late, and half missed;
         one frame of lookahead saw the cost of a single late frame only, never worth a skip
         (ATT-LTE-driving rescaled to 1.17 Mbit/s: 14.4 mAP in time against 26.2 for static JPEG;
-        with five frames, 28.1).  Before that, a device
-        whose exit needed 240 of its 300 ms ran long shots 100 ms late frame after frame.
+        with five frames, 28.1).  Before that, a device whose exit needed 240 of its 300 ms ran
+        long shots 100 ms late frame after frame (the reason for the check in the first place).
         """
         interval = self._interval_ms()
         if self.objective != "accuracy" or interval is None or interval >= self.deadline_ms or self._waited_ms <= 0:
