@@ -84,6 +84,7 @@ def draw_profile(rng: random.Random) -> list[str]:
 
 def run_scenario(index: int, seed: int, seconds: float, out: Path) -> Row:
     """One random scenario: adaptive (hedged or not, as drawn) and every static policy."""
+    from splitrt.adapt.experiment import best_static
     from splitrt.adapt.profile import Profile
     from splitrt.adapt.simulate import ADAPTIVE, Scenario, Simulator, policies
     from splitrt.channel.traces import open_trace
@@ -101,11 +102,11 @@ def run_scenario(index: int, seed: int, seconds: float, out: Path) -> Row:
         for policy in policies(profile, hedged)
         if policy != "oracle" and (policy == adaptive or policy not in ADAPTIVE)
     }
-    best = max((p for p in summaries if p.startswith("static:")), key=lambda p: summaries[p]["accuracy_in_time"])
+    best = best_static(list(summaries.values()))
     return Row(
         index, path.name, trace_name, deadline, slowdown, hedged,
         summaries[adaptive]["accuracy_in_time"], summaries[adaptive]["hit_rate"],
-        best.removeprefix("static:"), summaries[best]["accuracy_in_time"],
+        best["policy"].removeprefix("static:"), best["accuracy_in_time"],
     )  # fmt: skip
 
 

@@ -708,9 +708,7 @@ class AdaptiveController:
                 if scores[current.name] is None:
                     return 0.0, 0.0
                 best = current
-            hedge = self.hedge_for(best, est) if best.config.remote else None
-            late = self._unhedged(best, est)[1] if hedge is None and best.config.remote else None
-            return scores[best.name] or 0.0, self._busy_ms(best, hedge, late, est)
+            return scores[best.name] or 0.0, self._busy_ms(best, *self._safety_nets(best, est), est)
         finally:
             self._waited_ms = saved
 
@@ -815,9 +813,15 @@ class AdaptiveController:
             return True
         return self.late_fallback_for(entry, est) is not None
 
+    def _safety_nets(self, entry: ConfigProfile, est: Estimates) -> tuple[ConfigProfile | None, ConfigProfile | None]:
+        """(hedge, late fallback) a frame run with ``entry`` gets: at most one, and none when local."""
+        if not entry.config.remote:
+            return None, None
+        hedge = self.hedge_for(entry, est)
+        return hedge, (self._unhedged(entry, est)[1] if hedge is None else None)
+
     def _decision(self, entry: ConfigProfile, predicted: float, reason: str, est: Estimates) -> Decision:
-        hedge = self.hedge_for(entry, est) if entry.config.remote else None
-        late = self._unhedged(entry, est)[1] if hedge is None and entry.config.remote else None
+        hedge, late = self._safety_nets(entry, est)
         raw = self.p_in_time_raw(entry, est) if entry.config.remote else None
         p = None if raw is None else self.calibration.correct(raw)
         patience = None
